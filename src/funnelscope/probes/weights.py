@@ -1,0 +1,434 @@
+"""The weights probe: the ESD of every layer matrix, its power-law tail, Marchenko–Pastur bulk and phase.
+
+Heavy-tailed self-regularisation (Martin & Mahoney, JMLR 22(165), 2021; Martin, Peng & Mahoney, Nature
+Communications 12, 4122, 2021): the eigenvalues ``λ = σ(W)²`` of a well-trained layer have a power-law tail
+``p(λ) ∝ λ^−α``, with α ≈ 2–4 for well-trained layers, and the phase of the ESD relative to
+Marchenko–Pastur tells how much correlation training has put into the layer. The numbers agree with
+WeightWatcher 0.7.7's ``analyze()`` on the same layers (same eigenvalues, same fit), under its column names.
+
+How it runs: tensors are read one layer at a time (safetensors memory-mapped), same-shaped matrices are
+stacked and their float64 Grams eigen-solved in one batched ``torch.linalg.eigvalsh`` call; convolutions are
+split into kernel-position slices whose eigenvalues are pooled.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from funnelscope.errors import FunnelscopeInputError
+from funnelscope.models.matrices import layer_name, layer_shape, weight_slices
+from funnelscope.models.sources import TensorRef, open_weights
+from funnelscope.spectra.eigen import gram_eigenvalues
+from funnelscope.spectra.marchenko_pastur import MarchenkoPasturFit, fit_marchenko_pastur
+from funnelscope.spectra.metrics import esd_metrics
+from funnelscope.spectra.phases import classify_phase
+from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
+
+__all__ = ["LayerSpectrum", "WeightsSummary", "analyze_weights", "summarize_weights", "weight_spectra"]
+
+SUMMARY_METRICS = (
+    "log_norm",
+    "alpha",
+    "alpha_weighted",
+    "log_alpha_norm",
+    "log_spectral_norm",
+    "stable_rank",
+    "mp_softrank",
+)
+_BATCH_BYTES = 256 << 20  # weights stacked for one batched eigen-solve
+_BATCH_COUNT = 32
+
+
+@dataclass(frozen=True)
+class LayerSpectrum:
+    """One analysed layer: its table row plus the spectra behind it (for plots and further analysis)."""
+
+    row: dict[str, object]
+    eigenvalues: np.ndarray | None = field(default=None, repr=False)
+    fit: PowerLawFit | None = field(default=None, repr=False)
+    marchenko_pastur: MarchenkoPasturFit | None = field(default=None, repr=False)
+    randomized_eigenvalues: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.row["name"])
+
+    @property
+    def ok(self) -> bool:
+        return self.row["status"] == "success"
+
+
+@dataclass(frozen=True)
+class WeightsSummary:
+    """WeightWatcher-style means over the layers whose fit succeeded.
+
+    Attributes
+    ----------
+    metrics : dict
+        Mean of each of ``SUMMARY_METRICS`` over the layers used.
+    layers_used : int
+    excluded : tuple of str
+        Layers left out of the means (failed or skipped), so that a mean is never silently partial.
+    """
+
+    metrics: dict[str, float]
+    layers_used: int
+    excluded: tuple[str, ...]
+
+    @property
+    def note(self) -> str:
+        if not self.excluded:
+            return f"means over all {self.layers_used} layers"
+        names = ", ".join(self.excluded[:5]) + (", …" if len(self.excluded) > 5 else "")
+        return f"means over {self.layers_used} layers; {len(self.excluded)} excluded (failed or skipped): {names}"
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per metric: ``metric``, ``mean``."""
+        return pd.DataFrame({"metric": list(self.metrics), "mean": list(self.metrics.values())})
+
+    def to_dict(self) -> dict[str, object]:
+        return {**self.metrics, "layers_used": self.layers_used, "excluded": list(self.excluded)}
+
+
+def analyze_weights(
+    model_or_path: object,
+    *,
+    layers: Sequence[str | int] | None = None,
+    min_evals: int = 8,
+    max_evals: int | None = None,
+    pool: bool = True,
+    randomize: bool = False,
+    eig_method: str = "gram",
+    xmin: float | None = None,
+    xmax: float | None = None,
+    device: torch.device | str | None = None,
+    trust_pickle: bool = False,
+    seed: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Analyse the ESD of every layer matrix of a model: one row per layer.
+
+    Parameters
+    ----------
+    model_or_path : nn.Module, state_dict, str or Path
+        A module, a state_dict, a torch file (weights only unless ``trust_pickle``), a ``.safetensors``
+        file, or a directory of (sharded) safetensors or a Hugging Face model directory.
+    layers : sequence of str or int, optional
+        Names (shell patterns such as ``"encoder.*.query"``) or layer ids to analyse; default all.
+    min_evals, max_evals : int
+        Layers with fewer (more) eigenvalues than this are listed with ``status="skipped"``. The default
+        ``min_evals=8`` is WeightWatcher's; ``max_evals=None`` analyses every layer (the Gram takes
+        ``8·M²`` bytes).
+    pool : bool, default True
+        Pool a convolution's kernel-position slices into one ESD; False gives one row per slice.
+    randomize : bool, default False
+        Also analyse an element-wise shuffled copy of each matrix: ``rand_distance`` (Jensen–Shannon distance
+        between the normalised spectra), ``max_rand_eval``, ``ww_softrank`` and ``num_traps`` (eigenvalues of
+        the shuffled matrix above its Marchenko–Pastur edge: correlation traps).
+    eig_method : {"gram", "svd"}
+        See :func:`funnelscope.spectra.eigen.gram_eigenvalues`.
+    xmin, xmax : float, optional
+        Passed to :func:`fit_powerlaw` (default: WeightWatcher's search over all candidates).
+    device : torch device, optional
+        Default: CUDA when available, else the CPU.
+    trust_pickle : bool, default False
+        Allow unpickling a torch file that holds Python objects (runs code from the file).
+    seed : int
+        Seed of the shuffles when ``randomize``.
+    progress : bool
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``layer_id, name, layer_type, N, M, Q, rf, num_evals`` then the metrics of
+        :mod:`funnelscope.spectra.metrics`, the Marchenko–Pastur columns ``sigma2_mp, bulk_min, bulk_max``
+        (for ``X = WᵀW/N``), ``num_spikes, mp_softrank``, ``phase``, ``status`` (``success``, ``failed``,
+        ``skipped``) and ``reason``.
+
+    Raises
+    ------
+    FunnelscopeInputError
+        Unreadable input, or no layer matrix in it.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> df = analyze_weights(nn.Sequential(nn.Linear(200, 100), nn.ReLU(), nn.Linear(100, 10)))
+    >>> df[["name", "N", "M", "status"]].values.tolist()
+    [['0', 200, 100, 'success'], ['2', 100, 10, 'success']]
+    """
+    spectra = weight_spectra(
+        model_or_path,
+        layers=layers,
+        min_evals=min_evals,
+        max_evals=max_evals,
+        pool=pool,
+        randomize=randomize,
+        eig_method=eig_method,
+        xmin=xmin,
+        xmax=xmax,
+        device=device,
+        trust_pickle=trust_pickle,
+        seed=seed,
+        progress=progress,
+    )
+    return pd.DataFrame([spectrum.row for spectrum in spectra])
+
+
+def weight_spectra(
+    model_or_path: object,
+    *,
+    layers: Sequence[str | int] | None = None,
+    min_evals: int = 8,
+    max_evals: int | None = None,
+    pool: bool = True,
+    randomize: bool = False,
+    eig_method: str = "gram",
+    xmin: float | None = None,
+    xmax: float | None = None,
+    device: torch.device | str | None = None,
+    trust_pickle: bool = False,
+    seed: int = 0,
+    progress: bool = False,
+) -> Iterator[LayerSpectrum]:
+    """Like :func:`analyze_weights`, but yields each layer's :class:`LayerSpectrum` (row and eigenvalues)
+    as soon as it is done, in the model's order. The options are those of :func:`analyze_weights`."""
+    if min_evals < 1 or (max_evals is not None and max_evals < min_evals):
+        raise FunnelscopeInputError(f"need 1 ≤ min_evals ≤ max_evals, got {min_evals} and {max_evals}")
+    if eig_method not in ("gram", "svd"):
+        raise FunnelscopeInputError(f"eig_method must be 'gram' or 'svd', got {eig_method!r}")
+    source = open_weights(model_or_path, trust_pickle=trust_pickle)
+    refs = _select(list(source), layers, source.description)
+    target = torch.device(device) if device is not None else _default_device()
+    generator = torch.Generator().manual_seed(seed)
+    options = {"xmin": xmin, "xmax": xmax}
+
+    cache: dict[int, torch.Tensor | str] = {}
+    with _ProgressBar(progress, len(refs)) as advance:
+        for index, (layer_id, ref) in enumerate(refs):
+            N, M, rf = layer_shape(ref.shape)
+            base = {
+                "layer_id": layer_id,
+                "name": layer_name(ref.name),
+                "layer_type": ref.kind,
+                "N": N,
+                "M": M,
+                "Q": N / M,
+                "rf": rf,
+                "num_evals": M * rf if pool else M,
+            }
+            count = base["num_evals"]
+            if count < min_evals or (max_evals is not None and count > max_evals):
+                limit = f"< min_evals {min_evals}" if count < min_evals else f"> max_evals {max_evals}"
+                yield LayerSpectrum({**base, "status": "skipped", "reason": f"{count} eigenvalues {limit}"})
+                advance()
+                continue
+            if index not in cache:
+                cache.update(_eigenvalue_batch(refs, index, target, eig_method, min_evals, max_evals, pool))
+            outcome = cache.pop(index)
+            if isinstance(outcome, str):
+                yield LayerSpectrum({**base, "status": "failed", "reason": outcome})
+            elif pool:
+                shuffled = _shuffled_eigenvalues(ref, target, eig_method, generator) if randomize else None
+                yield _analyse(base, outcome.reshape(-1).numpy(), shuffled, options)
+            else:
+                shuffled = _shuffled_eigenvalues(ref, target, eig_method, generator) if randomize else None
+                for position, values in enumerate(outcome):
+                    row = {**base, "name": f"{base['name']}[{position}]", "rf": 1}
+                    other = None if shuffled is None else shuffled[position * M : (position + 1) * M]
+                    yield _analyse(row, values.numpy(), other, options)
+            advance()
+
+
+def summarize_weights(details: pd.DataFrame) -> WeightsSummary:
+    """Means of the summary metrics over the layers whose analysis succeeded (as WeightWatcher's
+    ``get_summary``), with the excluded layers named rather than silently dropped."""
+    if "status" not in details or "name" not in details:
+        raise FunnelscopeInputError("expected the DataFrame returned by analyze_weights")
+    used = details[details["status"] == "success"]
+    metrics = {name: float(used[name].mean()) for name in SUMMARY_METRICS if name in used and len(used)}
+    excluded = tuple(str(name) for name in details.loc[details["status"] != "success", "name"])
+    return WeightsSummary(metrics=metrics, layers_used=len(used), excluded=excluded)
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _select(
+    refs: list[TensorRef], layers: Sequence[str | int] | None, description: str
+) -> list[tuple[int, TensorRef]]:
+    numbered = list(enumerate(refs))
+    if not numbered:
+        raise FunnelscopeInputError(f"{description}: no layer matrices (2-D or convolution weights) found")
+    if layers is None:
+        return numbered
+    if isinstance(layers, (str, int)):
+        layers = [layers]
+    chosen = []
+    for layer_id, ref in numbered:
+        name = layer_name(ref.name)
+        for selector in layers:
+            if isinstance(selector, int) and selector == layer_id:
+                chosen.append((layer_id, ref))
+                break
+            if isinstance(selector, str) and (fnmatch.fnmatchcase(name, selector) or selector == ref.name):
+                chosen.append((layer_id, ref))
+                break
+    if not chosen:
+        raise FunnelscopeInputError(f"{description}: no layer matches {list(layers)}")
+    return chosen
+
+
+def _eigenvalue_batch(
+    refs: list[tuple[int, TensorRef]],
+    start: int,
+    device: torch.device,
+    eig_method: str,
+    min_evals: int,
+    max_evals: int | None,
+    pool: bool,
+) -> dict[int, torch.Tensor | str]:
+    """Eigenvalues of the layer at ``start`` and of the later layers of the same shape that fit in one batch.
+
+    Returns index → eigenvalues of shape (rf, M), or index → the reason the layer failed.
+    """
+    shape = refs[start][1].shape
+    members = [start]
+    itemsize = 4
+    for index in range(start + 1, len(refs)):
+        if len(members) >= _BATCH_COUNT or (len(members) + 1) * np.prod(shape) * itemsize > _BATCH_BYTES:
+            break
+        N, M, rf = layer_shape(refs[index][1].shape)
+        count = M * rf if pool else M
+        if refs[index][1].shape == shape and count >= min_evals and (max_evals is None or count <= max_evals):
+            members.append(index)
+    results: dict[int, torch.Tensor | str] = {}
+    stacked = []
+    for index in members:
+        try:
+            tensor = refs[index][1].load()
+        except FunnelscopeInputError as error:
+            results[index] = str(error)
+            continue
+        problem = _weight_problem(tensor)
+        if problem:
+            results[index] = problem
+            continue
+        stacked.append((index, weight_slices(tensor)))
+    if stacked:
+        batch = torch.cat([slices for _, slices in stacked])
+        values = gram_eigenvalues(batch, method=eig_method, device=device)
+        rf = stacked[0][1].shape[0]
+        for position, (index, _) in enumerate(stacked):
+            results[index] = values[position * rf : (position + 1) * rf]
+    return results
+
+
+def _weight_problem(tensor: torch.Tensor) -> str:
+    if not tensor.is_floating_point():
+        return f"weights of dtype {tensor.dtype} are not floating point"
+    finite = torch.isfinite(tensor)
+    if bool(finite.all()):
+        return ""
+    nans = int(torch.isnan(tensor).sum())
+    infs = int((~finite).sum()) - nans
+    return f"non-finite weights ({nans} NaN, {infs} inf)"
+
+
+def _shuffled_eigenvalues(
+    ref: TensorRef, device: torch.device, eig_method: str, generator: torch.Generator
+) -> np.ndarray:
+    """Eigenvalues of each slice after shuffling its elements (a random matrix with the same entries)."""
+    slices = weight_slices(ref.load())
+    flat = slices.reshape(slices.shape[0], -1)
+    shuffled = torch.stack([row[torch.randperm(row.numel(), generator=generator)] for row in flat])
+    values = gram_eigenvalues(shuffled.reshape(slices.shape), method=eig_method, device=device)
+    return values.reshape(-1).numpy()
+
+
+def _analyse(
+    base: dict[str, object],
+    eigenvalues: np.ndarray,
+    shuffled: np.ndarray | None,
+    options: dict[str, float | None],
+) -> LayerSpectrum:
+    N, M = int(base["N"]), int(base["M"])
+    row = dict(base)
+    if float(eigenvalues.max(initial=0.0)) <= 0.0:
+        return LayerSpectrum({**row, "status": "failed", "reason": "all eigenvalues are zero"}, eigenvalues)
+    try:
+        fit = fit_powerlaw(eigenvalues, **options)
+    except FunnelscopeInputError as error:
+        row.update(esd_metrics(eigenvalues, N=N))
+        return LayerSpectrum({**row, "status": "failed", "reason": f"power-law fit: {error}"}, eigenvalues)
+    row.update(esd_metrics(eigenvalues, N=N, fit=fit))
+    mp = fit_marchenko_pastur(eigenvalues, N=N, M=M)
+    row.update(
+        sigma2_mp=mp.sigma2,
+        bulk_min=mp.bulk_min,
+        bulk_max=mp.bulk_max,
+        num_spikes=mp.num_spikes,
+        mp_softrank=mp.mp_softrank,
+    )
+    if shuffled is not None:
+        shuffled_mp = fit_marchenko_pastur(shuffled, N=N, M=M)
+        row.update(
+            rand_distance=_jensen_shannon_distance(eigenvalues, shuffled),
+            max_rand_eval=float(shuffled.max()),
+            ww_softrank=float(shuffled.max() / eigenvalues.max()),
+            num_traps=shuffled_mp.num_spikes,
+        )
+    row["phase"] = classify_phase(eigenvalues, N=N, M=M, alpha=fit.alpha, mp_fit=mp)
+    row.update(status="success", reason="")
+    return LayerSpectrum(row, eigenvalues, fit, mp, shuffled)
+
+
+def _jensen_shannon_distance(eigenvalues: np.ndarray, shuffled: np.ndarray) -> float:
+    """WeightWatcher's ``rand_distance``: the Jensen–Shannon distance (natural log) between the sorted
+    spectra normalised to sum 1, ``p_i = λ_i / Σλ`` and ``q_i = λ'_i / Σλ'``."""
+    p = np.sort(eigenvalues) / eigenvalues.sum()
+    q = np.sort(shuffled) / shuffled.sum()
+    m = (p + q) / 2
+
+    def kl(a: np.ndarray) -> float:
+        mask = a > 0
+        return float(np.sum(a[mask] * np.log(a[mask] / m[mask])))
+
+    return float(np.sqrt((kl(p) + kl(q)) / 2))
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr when asked for, else a no-op; used as ``with ... as advance``."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total, self.bar = enabled, total, None
+
+    def __enter__(self):  # noqa: ANN204
+        if not self.enabled:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]layers"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.bar.start()
+        task = self.bar.add_task("layers", total=self.total)
+        return lambda: self.bar.advance(task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
