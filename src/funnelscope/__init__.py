@@ -5,12 +5,27 @@ Importing the package configures nothing (no logging, no warnings filters, no py
 """
 
 from funnelscope.errors import FunnelscopeInputError
+from funnelscope.models.sources import open_weights
+from funnelscope.probes.weights import LayerSpectrum, WeightsSummary, analyze_weights, summarize_weights, weight_spectra
+from funnelscope.spectra.eigen import gram_eigenvalues
+from funnelscope.spectra.marchenko_pastur import MarchenkoPasturFit, fit_marchenko_pastur
+from funnelscope.spectra.phases import classify_phase
 from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
 
 __all__ = [
     "FunnelscopeInputError",
+    "LayerSpectrum",
+    "MarchenkoPasturFit",
     "PowerLawFit",
+    "WeightsSummary",
+    "analyze_weights",
+    "classify_phase",
+    "fit_marchenko_pastur",
     "fit_powerlaw",
+    "gram_eigenvalues",
+    "open_weights",
+    "summarize_weights",
+    "weight_spectra",
 ]
 
 __version__ = "0.1.0"

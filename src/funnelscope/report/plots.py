@@ -85,7 +85,9 @@ def plot_layer_esd(
     ``σ²`` and the bulk edge ``λ₊``; eigenvalues beyond the plotted range are counted in the legend.
     """
     values = np.sort(np.asarray(eigenvalues, dtype=np.float64))
-    positive = values[values > 0]
+    # as WeightWatcher: the log-log panel starts two decades below xmin, where the tail's story is
+    floor = fit.xmin / 100 if fit is not None else 0.004 * values[-1]
+    positive = values[values > floor]
     figure, (log_ax, lin_ax) = new_figure(2)
     if len(positive) > 1 and positive[-1] > positive[0]:
         bins = np.geomspace(positive[0], positive[-1], min(100, max(10, len(positive) // 5)))
@@ -94,11 +96,11 @@ def plot_layer_esd(
         log_ax.set_yscale("log")
     if fit is not None:
         grid = np.geomspace(fit.xmin, fit.xmax, 100)
-        share = fit.n_tail / len(positive) if len(positive) else 1.0
+        share = fit.n_tail / len(positive) if len(positive) else 1.0  # the histogram's own normalisation
         density = share * (fit.alpha - 1) / fit.xmin * (grid / fit.xmin) ** (-fit.alpha)
         log_ax.plot(grid, density, color=FIT_COLOR, lw=2, label=f"power law α={fit.alpha:.2f}")
         log_ax.axvline(fit.xmin, color=FIT_COLOR, ls=":", lw=1, label=f"xmin={fit.xmin:.3g}")
-    log_ax.set_xlabel("eigenvalue λ = σ²")
+    log_ax.set_xlabel(f"eigenvalue λ = σ² (above {floor:.2g})")
     log_ax.set_ylabel("density")
     log_ax.legend(loc="lower left")
 
@@ -145,10 +147,11 @@ def plot_weights_overview(details: pd.DataFrame, *, title: str = "") -> Figure:
         ax.set_xlabel(label)
     weighted_ax.set_yticklabels([])
     phases = [p for p in PHASE_COLORS if p in set(ok.get("phase", []))]
-    for phase in phases:
-        alpha_ax.barh([], [], color=PHASE_COLORS[phase], label=phase)
     if phases:
-        alpha_ax.legend(loc="lower right", fontsize=7)
+        from matplotlib.patches import Patch
+
+        handles = [Patch(color=PHASE_COLORS[phase], label=phase) for phase in phases]
+        figure.legend(handles=handles, loc="outside upper center", ncols=len(handles))
     if title:
         figure.suptitle(title)
     return figure

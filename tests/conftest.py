@@ -1,0 +1,44 @@
+"""Shared fixtures: small models and weight files built on the fly (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+
+def small_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+@pytest.fixture
+def mlp() -> nn.Module:
+    return small_mlp()
+
+
+@pytest.fixture
+def safetensors_file(tmp_path: Path, mlp: nn.Module) -> Path:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, str(path))
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m funnelscope.cli ARGS`` in a fresh process, as a user would."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "funnelscope.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )

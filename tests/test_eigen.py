@@ -1,0 +1,82 @@
+"""The eigen-routine against independent computations (numpy's SVD in float64) and conv slicing by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from funnelscope.models.matrices import layer_shape, weight_slices
+from funnelscope.spectra import eigen
+from funnelscope.spectra.eigen import gram_eigenvalues
+
+
+def numpy_squared_singular_values(matrix: np.ndarray) -> np.ndarray:
+    return np.sort(np.linalg.svd(matrix.astype(np.float64), compute_uv=False) ** 2)
+
+
+@pytest.mark.parametrize("shape", [(50, 20), (20, 50), (33, 33)])
+def test_gram_eigenvalues_equal_squared_singular_values(shape: tuple[int, int]) -> None:
+    matrix = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    expected = numpy_squared_singular_values(matrix.numpy())
+    np.testing.assert_allclose(gram_eigenvalues(matrix).numpy(), expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gram_eigenvalues(matrix, method="svd").numpy(), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_batched_equals_one_by_one() -> None:
+    batch = torch.randn(5, 40, 30, generator=torch.Generator().manual_seed(2))
+    together = gram_eigenvalues(batch)
+    for one, values in zip(batch, together, strict=True):
+        np.testing.assert_allclose(values.numpy(), numpy_squared_singular_values(one.numpy()), rtol=1e-10)
+
+
+def test_chunked_gram_equals_unchunked(monkeypatch: pytest.MonkeyPatch) -> None:
+    matrix = torch.randn(1000, 16, generator=torch.Generator().manual_seed(3))
+    whole = gram_eigenvalues(matrix)
+    monkeypatch.setattr(eigen, "_CHUNK_ELEMENTS", 16 * 7)  # 7 rows at a time
+    np.testing.assert_allclose(gram_eigenvalues(matrix).numpy(), whole.numpy(), rtol=1e-12)
+
+
+def test_half_precision_input() -> None:
+    matrix = torch.randn(60, 40, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    values = gram_eigenvalues(matrix)
+    assert values.dtype == torch.float64
+    expected = numpy_squared_singular_values(matrix.to(torch.float64).numpy())
+    np.testing.assert_allclose(values.numpy(), expected, rtol=1e-10)
+
+
+def test_rank_deficiency() -> None:
+    low_rank = torch.randn(60, 3, dtype=torch.float64) @ torch.randn(3, 40, dtype=torch.float64)
+    gram_values = gram_eigenvalues(low_rank)
+    assert (gram_values >= 0).all()
+    # rank 3: through the Gram the 37 smallest are rounding noise (≲ 1e-13 of λ_max) ...
+    assert float(gram_values[-4]) < 1e-13 * float(gram_values[-1])
+    # ... and the SVD route resolves them to ≲ 1e-28 of λ_max (squared float64 epsilon)
+    svd_values = gram_eigenvalues(low_rank, method="svd")
+    assert float(svd_values[-4]) < 1e-26 * float(svd_values[-1])
+    assert int((svd_values > 1e-20 * svd_values.max()).sum()) == 3
+
+
+def test_conv_slices_by_hand() -> None:
+    # weight (out=3, in=2, kh=2, kw=2) with distinct entries: slice p is W[:, :, i, j] for p = 2i + j
+    weight = torch.arange(3 * 2 * 2 * 2, dtype=torch.float32).reshape(3, 2, 2, 2)
+    slices = weight_slices(weight)
+    assert slices.shape == (4, 3, 2)
+    for i in range(2):
+        for j in range(2):
+            assert torch.equal(slices[2 * i + j], weight[:, :, i, j])
+    assert layer_shape(tuple(weight.shape)) == (3, 2, 4)
+    # pooled ESD = the union of the slices' squared singular values
+    pooled = np.sort(gram_eigenvalues(slices).reshape(-1).numpy())
+    by_hand = np.sort(np.concatenate([numpy_squared_singular_values(weight[:, :, i, j].numpy())
+                                      for i in range(2) for j in range(2)]))
+    np.testing.assert_allclose(pooled, by_hand, rtol=1e-10)
+
+
+def test_conv1d_and_conv3d_slices() -> None:
+    conv1d = torch.randn(4, 3, 5)
+    assert torch.equal(weight_slices(conv1d)[2], conv1d[:, :, 2])
+    conv3d = torch.randn(4, 3, 2, 3, 2)
+    slices = weight_slices(conv3d)
+    assert slices.shape == (12, 4, 3)
+    assert torch.equal(slices[1 * 6 + 2 * 2 + 1], conv3d[:, :, 1, 2, 1])
