@@ -88,7 +88,7 @@ class WeightSource:
         return len(self.tensors)
 
 
-def open_weights(source: object, *, trust_pickle: bool = False) -> WeightSource:
+def open_weights(source: object, *, trust_pickle: bool = False, matrices_only: bool = True) -> WeightSource:
     """Open a model or a weights file for lazy, tensor-by-tensor reading.
 
     Parameters
@@ -99,6 +99,9 @@ def open_weights(source: object, *, trust_pickle: bool = False) -> WeightSource:
     trust_pickle : bool, default False
         Allow full unpickling of a torch file that is not a plain tensor archive. Unpickling runs arbitrary
         code: only for files you trust.
+    matrices_only : bool, default True
+        List only layer matrices (weights with ≥ 2 dimensions); False lists every tensor (biases, norms,
+        buffers), as needed to load a state_dict into a model.
 
     Returns
     -------
@@ -110,18 +113,20 @@ def open_weights(source: object, *, trust_pickle: bool = False) -> WeightSource:
         Missing path, unreadable or corrupted file, pickle without ``trust_pickle``, unsupported object.
     """
     if isinstance(source, nn.Module):
+        if not matrices_only:
+            return _from_state_dict(dict(source.state_dict()), "<module>", matrices_only=False)
         return _from_module(source, "<module>")
     if isinstance(source, Mapping):
-        return _from_state_dict(source, "<state_dict>")
+        return _from_state_dict(source, "<state_dict>", matrices_only=matrices_only)
     if isinstance(source, (str, Path)):
         path = Path(source).expanduser()
         if not path.exists():
             raise FunnelscopeInputError(f"{path}: no such file or directory")
         if path.is_dir():
-            return _from_directory(path, trust_pickle=trust_pickle)
+            return _from_directory(path, trust_pickle=trust_pickle, matrices_only=matrices_only)
         if path.suffix == ".safetensors":
-            return _from_safetensors([path])
-        return _from_torch_file(path, trust_pickle=trust_pickle)
+            return _from_safetensors([path], matrices_only=matrices_only)
+        return _from_torch_file(path, trust_pickle=trust_pickle, matrices_only=matrices_only)
     raise FunnelscopeInputError(
         f"cannot read weights from a {type(source).__name__}: pass an nn.Module, a state_dict or a path"
     )
@@ -175,20 +180,22 @@ def _constant(tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
     return lambda: tensor
 
 
-def _weight_keys(keys: list[str], shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+def _weight_keys(keys: list[str], shapes: Mapping[str, tuple[int, ...]], matrices_only: bool) -> list[str]:
+    if not matrices_only:
+        return keys
     matrices = [key for key in keys if len(shapes[key]) >= 2]
     named = [key for key in matrices if key.endswith("weight")]
     return named if any(key.endswith("weight") for key in keys) else matrices
 
 
-def _from_state_dict(state_dict: Mapping[str, object], origin: str) -> WeightSource:
+def _from_state_dict(state_dict: Mapping[str, object], origin: str, *, matrices_only: bool = True) -> WeightSource:
     state_dict = _unwrap_checkpoint(state_dict)
     tensors = {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
     if not tensors:
         raise FunnelscopeInputError(f"{origin}: holds no tensors")
     shapes = {key: tuple(value.shape) for key, value in tensors.items()}
     refs = []
-    for key in _weight_keys(list(tensors), shapes):
+    for key in _weight_keys(list(tensors), shapes, matrices_only):
         kind = kind_from_shape(shapes[key]) or "tensor"
         refs.append(TensorRef(key, shapes[key], kind, origin, _constant(tensors[key])))
     return WeightSource(f"state_dict ({origin})", tuple(refs))
@@ -203,7 +210,9 @@ def _unwrap_checkpoint(obj: Mapping[str, object]) -> Mapping[str, object]:
     return obj
 
 
-def _from_safetensors(paths: list[Path], order: list[str] | None = None) -> WeightSource:
+def _from_safetensors(
+    paths: list[Path], order: list[str] | None = None, *, matrices_only: bool = True
+) -> WeightSource:
     from safetensors import safe_open
 
     located: dict[str, tuple[Path, tuple[int, ...]]] = {}
@@ -222,7 +231,7 @@ def _from_safetensors(paths: list[Path], order: list[str] | None = None) -> Weig
         raise FunnelscopeInputError(f"{paths[0].parent}: index names tensors no shard holds, e.g. {missing[0]!r}")
     shapes = {key: located[key][1] for key in keys}
     refs = []
-    for key in _weight_keys(keys, shapes):
+    for key in _weight_keys(keys, shapes, matrices_only):
         path, shape = located[key]
         kind = kind_from_shape(shape) or "tensor"
         refs.append(TensorRef(key, shape, kind, str(path), _safetensors_loader(path, key)))
@@ -254,7 +263,7 @@ def _safetensors_loader(path: Path, key: str) -> Callable[[], torch.Tensor]:
     return load
 
 
-def _from_directory(directory: Path, *, trust_pickle: bool) -> WeightSource:
+def _from_directory(directory: Path, *, trust_pickle: bool, matrices_only: bool) -> WeightSource:
     index = directory / "model.safetensors.index.json"
     if index.exists():
         try:
@@ -265,10 +274,10 @@ def _from_directory(directory: Path, *, trust_pickle: bool) -> WeightSource:
         for shard in shards:
             if not shard.exists():
                 raise FunnelscopeInputError(f"{index}: shard {shard.name} is missing")
-        return _from_safetensors(shards, order=sorted(weight_map, key=natural_key))
+        return _from_safetensors(shards, order=sorted(weight_map, key=natural_key), matrices_only=matrices_only)
     safetensors_files = sorted(directory.glob("*.safetensors"), key=lambda p: natural_key(p.name))
     if safetensors_files:
-        return _from_safetensors(safetensors_files)
+        return _from_safetensors(safetensors_files, matrices_only=matrices_only)
     torch_files = sorted(
         (p for p in directory.iterdir() if p.suffix in _TORCH_SUFFIXES and p.is_file()),
         key=lambda p: natural_key(p.name),
@@ -277,11 +286,11 @@ def _from_directory(directory: Path, *, trust_pickle: bool) -> WeightSource:
         raise FunnelscopeInputError(f"{directory}: no .safetensors, .bin or .pt weights in this directory")
     refs: list[TensorRef] = []
     for path in torch_files:
-        refs.extend(_from_torch_file(path, trust_pickle=trust_pickle).tensors)
+        refs.extend(_from_torch_file(path, trust_pickle=trust_pickle, matrices_only=matrices_only).tensors)
     return WeightSource(f"torch files ({directory}, {len(torch_files)} files)", tuple(refs))
 
 
-def _from_torch_file(path: Path, *, trust_pickle: bool) -> WeightSource:
+def _from_torch_file(path: Path, *, trust_pickle: bool, matrices_only: bool = True) -> WeightSource:
     if not zipfile.is_zipfile(path) and path.suffix not in _TORCH_SUFFIXES:
         raise FunnelscopeInputError(
             f"{path}: unsupported file type {path.suffix!r} (expected .safetensors, .pt, .pth, .bin or a directory)"
@@ -291,7 +300,7 @@ def _from_torch_file(path: Path, *, trust_pickle: bool) -> WeightSource:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as error:
             raise FunnelscopeInputError(f"{path}: unreadable TorchScript archive ({_short(error)})") from error
-        return _from_state_dict(dict(module.state_dict()), str(path))
+        return _from_state_dict(dict(module.state_dict()), str(path), matrices_only=matrices_only)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as error:
@@ -307,9 +316,11 @@ def _from_torch_file(path: Path, *, trust_pickle: bool) -> WeightSource:
         except Exception as inner:
             raise FunnelscopeInputError(f"{path}: cannot unpickle ({_short(inner)})") from inner
     if isinstance(obj, nn.Module):
+        if not matrices_only:
+            return _from_state_dict(dict(obj.state_dict()), str(path), matrices_only=False)
         return _from_module(obj, str(path))
     if isinstance(obj, Mapping):
-        return _from_state_dict(obj, str(path))
+        return _from_state_dict(obj, str(path), matrices_only=matrices_only)
     raise FunnelscopeInputError(f"{path}: holds a {type(obj).__name__}, not a model or a state_dict")
 
 

@@ -1,0 +1,122 @@
+"""Load a runnable model (not just its weights) from what users have, for the data-dependent probes.
+
+============================================  ==========================================================
+MODEL spec                                    how it is loaded
+============================================  ==========================================================
+``model.pt`` (TorchScript archive)            ``torch.jit.load``: architecture and weights, no pickle
+``package.module:factory`` + weights file     ``factory(**kwargs)`` builds the architecture; the weights
+                                              (safetensors, state_dict torch file, …) are loaded strictly
+``model.pt`` holding a pickled ``nn.Module``  ``torch.load(weights_only=False)`` only with
+                                              ``trust_pickle=True``: unpickling runs code from the file
+============================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from funnelscope.errors import FunnelscopeInputError
+from funnelscope.models.sources import _is_pickle_refusal, _is_torchscript, _short, open_weights
+
+__all__ = ["load_model"]
+
+
+def load_model(
+    spec: str | Path,
+    *,
+    weights: str | Path | None = None,
+    factory_kwargs: Mapping[str, object] | None = None,
+    trust_pickle: bool = False,
+) -> nn.Module:
+    """Build or load a model from a TorchScript file, a ``module:factory`` spec or (trusted) pickle.
+
+    Parameters
+    ----------
+    spec : str or Path
+        A file path, or ``package.module:factory`` naming a callable that returns an ``nn.Module``.
+    weights : path, optional
+        Weights for a factory-built model (any form :func:`funnelscope.open_weights` reads).
+    factory_kwargs : mapping, optional
+        Keyword arguments for the factory.
+    trust_pickle : bool, default False
+        Allow unpickling a full module.
+
+    Raises
+    ------
+    FunnelscopeInputError
+        Missing file, unknown factory, weights that do not fit the architecture, untrusted pickle.
+    """
+    path = Path(str(spec)).expanduser()
+    if not path.exists() and ":" in str(spec):
+        return _from_factory(str(spec), weights, dict(factory_kwargs or {}), trust_pickle)
+    if factory_kwargs:
+        raise FunnelscopeInputError("factory arguments are only for a module:factory spec")
+    if weights is not None:
+        raise FunnelscopeInputError(f"{spec}: --weights is only for a module:factory spec")
+    if not path.exists():
+        raise FunnelscopeInputError(f"{path}: no such file (and not a module:factory spec)")
+    if path.is_dir() or path.suffix == ".safetensors":
+        raise FunnelscopeInputError(
+            f"{path}: holds weights only; give the architecture as module:factory with --weights {path}"
+        )
+    if _is_torchscript(path):
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except Exception as error:
+            raise FunnelscopeInputError(f"{path}: unreadable TorchScript archive ({_short(error)})") from error
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as error:
+        if not _is_pickle_refusal(error):
+            raise FunnelscopeInputError(f"{path}: not a readable torch file ({_short(error)})") from error
+        if not trust_pickle:
+            raise FunnelscopeInputError(
+                f"{path}: holds a pickled Python object; loading it runs code from the file. "
+                "Pass --trust-pickle only if you trust it"
+            ) from error
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as inner:
+            raise FunnelscopeInputError(f"{path}: cannot unpickle ({_short(inner)})") from inner
+    if isinstance(obj, nn.Module):
+        return obj
+    if isinstance(obj, Mapping):
+        raise FunnelscopeInputError(
+            f"{path}: holds a state_dict; give the architecture as module:factory with --weights {path}"
+        )
+    raise FunnelscopeInputError(f"{path}: holds a {type(obj).__name__}, not a model")
+
+
+def _from_factory(spec: str, weights: str | Path | None, kwargs: dict, trust_pickle: bool) -> nn.Module:
+    module_name, _, attribute = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise FunnelscopeInputError(f"{spec}: cannot import the model factory ({_short(error)})") from error
+    try:
+        model = factory(**kwargs)
+    except TypeError as error:
+        raise FunnelscopeInputError(f"{spec}: {_short(error)}") from error
+    if not isinstance(model, nn.Module):
+        raise FunnelscopeInputError(f"{spec}: returned a {type(model).__name__}, not an nn.Module")
+    if weights is None:
+        raise FunnelscopeInputError(f"{spec}: needs --weights (a freshly initialised model has nothing to measure)")
+    source = open_weights(weights, trust_pickle=trust_pickle, matrices_only=False)
+    state = {ref.name: ref.load() for ref in source}
+    full = model.state_dict()
+    missing = sorted(set(full) - set(state))
+    unexpected = sorted(set(state) - set(full))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise FunnelscopeInputError(f"{weights}: does not fit {spec} ({detail})")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise FunnelscopeInputError(f"{weights}: does not fit {spec} ({_short(error)})") from error
+    return model
