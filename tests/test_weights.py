@@ -197,3 +197,18 @@ def test_convolution_parity_with_weightwatcher(tmp_path: Path) -> None:
     conv = ours["rf"] > 1
     np.testing.assert_allclose(ours.loc[conv, "lambda_max"], 2 * theirs.loc[conv, "lambda_max"], rtol=1e-9)
     np.testing.assert_allclose(ours.loc[~conv, "lambda_max"], theirs.loc[~conv, "lambda_max"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("eig_method", ["gram", "svd"])
+def test_rank_collapse_is_seen_on_both_routes(eig_method: str) -> None:
+    torch.manual_seed(8)
+    low_rank = (torch.randn(200, 5, dtype=torch.float64) @ torch.randn(5, 100, dtype=torch.float64)).float()
+    row = analyze_weights({"low.weight": low_rank}, eig_method=eig_method).iloc[0]
+    # rank 5 before rounding to float32; the rounding leaves σ ≈ σ_max·1e-7 noise (λ ≈ λ_max·1e-14). The Gram
+    # route's tolerance λ_max·M·ε₆₄ (≈ 2e-14·λ_max) calls that zero; the SVD route keeps numpy's σ-rule,
+    # which resolves the float32 noise as rank, exactly as numpy.linalg.matrix_rank does on the same matrix.
+    if eig_method == "gram":
+        assert row["matrix_rank"] == 5 and row["rank_loss"] == 95
+    else:
+        assert row["matrix_rank"] == np.linalg.matrix_rank(low_rank.double().numpy())
+    assert row["phase"] == "rank-collapse"

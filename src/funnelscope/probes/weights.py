@@ -215,7 +215,7 @@ def weight_spectra(
     refs = _select(list(source), layers, source.description)
     target = torch.device(device) if device is not None else _default_device()
     generator = torch.Generator().manual_seed(seed)
-    options = {"xmin": xmin, "xmax": xmax}
+    options = {"xmin": xmin, "xmax": xmax, "eig_method": eig_method}
 
     cache: dict[int, torch.Tensor | str] = {}
     with _ProgressBar(progress, len(refs)) as advance:
@@ -365,18 +365,19 @@ def _analyse(
     base: dict[str, object],
     eigenvalues: np.ndarray,
     shuffled: np.ndarray | None,
-    options: dict[str, float | None],
+    options: dict[str, object],
 ) -> LayerSpectrum:
     N, M = int(base["N"]), int(base["M"])
+    from_gram = options["eig_method"] == "gram"
     row = dict(base)
     if float(eigenvalues.max(initial=0.0)) <= 0.0:
         return LayerSpectrum({**row, "status": "failed", "reason": "all eigenvalues are zero"}, eigenvalues)
     try:
-        fit = fit_powerlaw(eigenvalues, **options)
+        fit = fit_powerlaw(eigenvalues, xmin=options["xmin"], xmax=options["xmax"])
     except FunnelscopeInputError as error:
-        row.update(esd_metrics(eigenvalues, N=N))
+        row.update(esd_metrics(eigenvalues, N=N, M=M, from_gram=from_gram))
         return LayerSpectrum({**row, "status": "failed", "reason": f"power-law fit: {error}"}, eigenvalues)
-    row.update(esd_metrics(eigenvalues, N=N, fit=fit))
+    row.update(esd_metrics(eigenvalues, N=N, M=M, fit=fit, from_gram=from_gram))
     mp = fit_marchenko_pastur(eigenvalues, N=N, M=M)
     row.update(
         sigma2_mp=mp.sigma2,

@@ -8,7 +8,9 @@ column              definition
 norm                ``Σ λ = ‖W‖_F²``;  ``log_norm = log₁₀ Σ λ``
 spectral_norm       ``λ_max = ‖W‖₂²``;  ``log_spectral_norm = log₁₀ λ_max``
 stable_rank         ``Σ λ / λ_max``
-matrix_rank         ``#{σ > σ_max · N · ε}`` (numpy's rule, ε of float64); ``rank_loss = M·rf − matrix_rank``
+matrix_rank         ``#{σ > σ_max · N · ε}`` (numpy's rule on σ, ε of float64) when the eigenvalues come from an
+                    SVD; from a float64 Gram, whose rounding noise is ~1e-16·λ_max, ``#{λ > λ_max · M · ε}``
+                    (numpy's rule on the Gram). ``rank_loss = num_evals − matrix_rank``
 weak_rank_loss      ``#{λ < 1e-6}``
 entropy             WeightWatcher's spectral entropy ``−Σ p log p / log(rank)``, ``p = λ/Σλ + 1e-10``
 effective_rank      ``exp(−Σ p log p)`` with ``p = λ/Σλ`` (Roy & Vetterli, EUSIPCO 2007)
@@ -33,17 +35,22 @@ _WEAK_RANK_TOLERANCE = 1e-6
 _ENTROPY_EPSILON = 1e-10  # WeightWatcher's EPSILON, kept so that `entropy` matches it
 
 
-def esd_metrics(eigenvalues: np.ndarray, *, N: int, fit: PowerLawFit | None = None) -> dict[str, float]:
+def esd_metrics(
+    eigenvalues: np.ndarray, *, N: int, M: int | None = None, fit: PowerLawFit | None = None, from_gram: bool = True
+) -> dict[str, float]:
     """Norms, ranks, entropies and (given a fit) the power-law metrics of one ESD.
 
     Parameters
     ----------
     eigenvalues : array of shape (num_evals,)
         ``λ = σ²`` of the layer, non-negative.
-    N : int
-        The larger dimension of the layer's matrices (sets the rank tolerance).
+    N, M : int
+        The larger and smaller dimensions of the layer's matrices (they set the rank tolerance); ``M``
+        defaults to the number of eigenvalues.
     fit : PowerLawFit, optional
         The tail fit; without it the fit columns are left out.
+    from_gram : bool, default True
+        The eigenvalues come from a float64 Gram (the default route), not an SVD: see ``matrix_rank``.
 
     Returns
     -------
@@ -54,7 +61,11 @@ def esd_metrics(eigenvalues: np.ndarray, *, N: int, fit: PowerLawFit | None = No
     total = float(evals.sum())
     lambda_max = float(evals[-1])
     singular_values = np.sqrt(evals)
-    rank = int(np.count_nonzero(singular_values > singular_values[-1] * N * np.finfo(np.float64).eps))
+    eps = np.finfo(np.float64).eps
+    if from_gram:
+        rank = int(np.count_nonzero(evals > lambda_max * (M or len(evals)) * eps))
+    else:
+        rank = int(np.count_nonzero(singular_values > singular_values[-1] * N * eps))
     metrics: dict[str, float] = {
         "num_evals": len(evals),
         "lambda_max": lambda_max,
