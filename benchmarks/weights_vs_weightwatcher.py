@@ -85,7 +85,6 @@ def main() -> None:
         return
 
     from _machine import machine_description, write_results
-
     from funnelscope.models.shipped import minilm_safetensors
 
     rows = []
