@@ -269,6 +269,138 @@ def _truncate(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+GRAM_IMAGE_LIMIT = 4096  # --plots keeps M (8n² bytes) for the Gram image up to this many examples
+JACOBIAN_ROWS = (
+    "n", "k", "d", "method", "lambda_max", "trace", "alpha", "xmin", "D", "stable_rank", "effective_rank",
+    "matrix_rank", "offdiag_ratio", "diagonal_alpha", "accuracy", "spearman_confidence", "mean_diagonal_correct",
+    "mean_diagonal_incorrect", "auroc_incorrect",
+)
+
+
+@app.command()
+@user_errors
+def jacobian(
+    models_and_data: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="MODEL... DATA",
+            help="One or more models (TorchScript file, module:factory with --weights, or a pickle with "
+            "--trust-pickle), then the data: digits, digits:image, digits:train, or a .npz/.pt with x (and y).",
+        ),
+    ],
+    weights_file: Annotated[Path | None, typer.Option("--weights", help="Weights for a module:factory MODEL.")] = None,
+    factory_args: Annotated[
+        list[str] | None, typer.Option("--factory-arg", help="key=value for the factory (JSON value); repeatable.")
+    ] = None,
+    output: Annotated[str, typer.Option(help="Differentiate probs (softmax), logits or log_probs.")] = "probs",
+    method: Annotated[str, typer.Option(help="exact, sketch (with --probes) or auto.")] = "exact",
+    probes: Annotated[int | None, typer.Option(help="Output probes for --method sketch.")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Use the first N examples.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per batch (default: automatic).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sketches.")] = 0,
+    device: DeviceOption = None,
+    out: OutDir = None,
+    table_format: FormatOption = TableFormat.parquet,
+    plots: PlotsFlag = False,
+    trust_pickle: TrustPickleFlag = False,
+) -> None:
+    """The ESD of the data Jacobian Gram M = 𝒥𝒥ᵀ of each model over DATA: power-law α, λ_max, ranks,
+    the diagonal and its link to confidence; several models are reported side by side."""
+    from funnelscope.datasets import load_data
+    from funnelscope.models.loading import load_model
+    from funnelscope.probes.jacobian import jacobian_spectrum
+
+    if len(models_and_data) < 2:
+        raise FunnelscopeInputError("give at least one MODEL and then DATA")
+    if plots and out is None:
+        raise FunnelscopeInputError("--plots needs --out DIR to write the figures to")
+    specs, data_spec = models_and_data[:-1], models_and_data[-1]
+    if weights_file is not None and len(specs) > 1:
+        raise FunnelscopeInputError("--weights goes with a single module:factory MODEL")
+    kwargs = _parse_factory_args(factory_args or [])
+    data = load_data(data_spec, limit=n)
+    results = {}
+    for spec in specs:
+        model = load_model(spec, weights=weights_file, factory_kwargs=kwargs, trust_pickle=trust_pickle)
+        console.print(f"[bold]{spec}[/]: Jacobian Gram of {data.name}, n={len(data)}", highlight=False)
+        results[_unique_label(spec, results)] = jacobian_spectrum(
+            model, data.x, data.y, output=output, method=method, probes=probes, seed=seed,
+            batch_size=batch_size, device=device, keep_gram=plots and len(data) <= GRAM_IMAGE_LIMIT,
+        )
+    table = _jacobian_table(results)
+    print_comparison(table, title=f"Jacobian spectra on {data.name} (output: {output})")
+    with staged_output(out) as staging:
+        if staging is None:
+            return
+        write_table(table.reset_index(names="model"), staging / "jacobian_summary", table_format)
+        for label, spectrum in results.items():
+            write_table(spectrum.to_frame(), staging / f"{label}_examples", table_format)
+            if spectrum.labels is not None:
+                write_table(spectrum.per_class(), staging / f"{label}_per_class", table_format)
+        if plots:
+            from funnelscope.report.jacobian_plots import plot_jacobian, plot_jacobian_comparison
+            from funnelscope.report.plots import save_figure
+
+            for label, spectrum in results.items():
+                save_figure(plot_jacobian(spectrum, title=label), staging / f"{label}_jacobian.png")
+            if len(results) > 1:
+                save_figure(plot_jacobian_comparison(results), staging / "jacobian_comparison.png")
+    console.print(f"wrote {out}/", highlight=False)
+
+
+def _parse_factory_args(pairs: list[str]) -> dict[str, object]:
+    kwargs: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise FunnelscopeInputError(f"--factory-arg expects key=value, got {pair!r}")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return kwargs
+
+
+def _unique_label(spec: str, taken: dict) -> str:
+    base = Path(spec).stem if Path(spec).exists() else spec.rpartition(":")[2]
+    label = "".join(c if c.isalnum() or c in "._-" else "_" for c in base) or "model"
+    suffix = 2
+    while label in taken:
+        label = f"{base}_{suffix}"
+        suffix += 1
+    return label
+
+
+def _jacobian_table(results: dict) -> object:
+    """One column per model, one row per metric (JACOBIAN_ROWS)."""
+    import pandas as pd
+
+    columns = {}
+    for label, spectrum in results.items():
+        values = dict(spectrum.summary())
+        values["diagonal_alpha"] = spectrum.diagonal_fit.alpha if spectrum.diagonal_fit is not None else float("nan")
+        values.update(spectrum.confidence_relation())
+        columns[label] = {row: values.get(row) for row in JACOBIAN_ROWS}
+    return pd.DataFrame(columns).T
+
+
+def print_comparison(table: object, *, title: str) -> None:
+    """A metrics × models table (the transpose of ``table``) in the terminal."""
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    grid.add_column("metric", no_wrap=True)
+    for label in table.index:
+        grid.add_column(str(label), justify="right", no_wrap=True)
+    for metric in table.columns:
+        cells = []
+        for value in table[metric]:
+            if isinstance(value, float):
+                cells.append("" if value != value else (f"{value:.4g}" if abs(value) >= 1e-3 else f"{value:.3e}"))
+            else:
+                cells.append(str(value))
+        grid.add_row(metric, *cells)
+    console.print(grid)
+
+
 @app.command()
 @user_errors
 def demo(

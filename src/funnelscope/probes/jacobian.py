@@ -1,0 +1,601 @@
+"""The Jacobian probe: the spectrum of the data Gram of output Jacobians, ``M = 𝒥𝒥ᵀ`` (DESIGN 2.5).
+
+For a classifier with outputs ``f(x) ∈ ℝᵏ`` (softmax probabilities by default) and ``n`` examples,
+
+.. math::
+
+    J(x_i) = \\frac{\\partial f}{\\partial x}(x_i) \\in \\mathbb R^{k \\times d}, \\qquad
+    M_{ij} = \\sum_{c=1}^{k} \\nabla_x f_c(x_i) \\cdot \\nabla_x f_c(x_j)
+           = \\operatorname{vec} J(x_i) \\cdot \\operatorname{vec} J(x_j).
+
+``M`` is the kernel that says how a step in input space moves the outputs on the data together: its
+eigen-spectrum (ESD) tells whether the landscape around the data is *funneled* — a few strongly correlated
+directions, a heavy power-law tail — or flat and random-like; its diagonal ``M_ii = ‖J(x_i)‖_F²`` is the
+input sensitivity of each example, which Novak et al. ("Sensitivity and generalization in neural networks:
+an empirical study", ICLR 2018) found to track generalisation. The probe reports the ESD with its power-law
+fit (Clauset, Shalizi & Newman 2009), the diagonal's distribution and fit, ranks, the off-diagonal mass and,
+with labels, per-class structure and the link of ``M_ii`` to confidence and correctness.
+
+Routes (``summary()["method"]`` says which ran: ``<rows>[+jl(p=…)]/<solver>``):
+
+* ``exact``: the rows ``∇_x f_c(x_i)`` by the sum trick — in eval mode examples do not interact, so the
+  gradient of ``Σ_i f_c(x_i)`` with respect to the batch holds every example's row — one forward and ``k``
+  backward passes per batch (``k − 1`` for probabilities), no per-example loop.
+* ``sketch``: ``m`` Rademacher output probes instead of the ``k`` classes (unbiased, ``m`` backward passes;
+  :mod:`funnelscope.probes.jacobian_sketch`), optionally with a CountSketch (sparse Johnson–Lindenstrauss
+  projection) of the input side.
+* solvers: ``primal`` (``M``, n × n) or ``dual`` (``ΦᵀΦ``, r × r, for ``r < n`` feature columns), solved
+  densely in float64; ``lanczos`` for large ``n``: top eigenvalues by Lanczos, the bulk by stochastic
+  Lanczos quadrature.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from funnelscope.errors import FunnelscopeInputError
+from funnelscope.probes import jacobian_sketch
+from funnelscope.probes.jacobian_gram import (
+    GramSolution,
+    JacobianRows,
+    solve_dual,
+    solve_implicit,
+    solve_primal,
+)
+from funnelscope.spectra.lanczos import SpectralDensity
+from funnelscope.spectra.metrics import esd_metrics
+from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
+
+__all__ = ["SUMMARY_KEYS", "JacobianSpectrum", "jacobian_spectrum"]
+
+OUTPUTS = ("probs", "logits", "log_probs")
+METHODS = ("exact", "sketch", "auto")
+SOLVERS = ("auto", "dense", "lanczos")
+WRT = ("inputs", "params")
+SUMMARY_KEYS = ("n", "k", "d", "method", "lambda_max", "trace", "alpha", "xmin", "D", "stable_rank",
+                "effective_rank", "matrix_rank", "offdiag_ratio")
+
+DEFAULT_BATCH_SIZE = 128
+DEFAULT_PROBES = 32
+AUTO_SKETCH_ABOVE_K = 64  # method="auto": output probes when k > 64
+AUTO_PROJECT_ABOVE_D = 16384  # method="sketch"/"auto": CountSketch the input side when d > 16384 …
+AUTO_PROJECT_DIM = 1024  # … to 1024 coordinates
+DENSE_LIMIT = 4096  # solver="auto": dense eigen-solve when min(n, r) ≤ 4096 (or method="exact")
+
+
+@dataclass(frozen=True, eq=False)
+class JacobianSpectrum:
+    """The Jacobian Gram's spectrum and per-example quantities, all computed when the probe ran.
+
+    Attributes
+    ----------
+    eigenvalues : ndarray of shape (n,)
+        Eigenvalues of ``M``, descending (see ``method`` for how they were computed).
+    diagonal : ndarray of shape (n,)
+        ``M_ii = ‖J(x_i)‖_F²``, in input order.
+    fit, diagonal_fit : PowerLawFit or None
+        Power-law fits of the eigenvalues above ``zero_tolerance`` and of the positive diagonal entries;
+        None when fewer than two distinct values are left.
+    n, k, d : int
+        Examples, outputs, and the dimension differentiated against (input size, or parameter count).
+    method : str
+        The route that ran, ``<rows>[+jl(p=…)]/<solver>``: rows ``exact`` or ``sketch(m=…)``, solver
+        ``primal``, ``dual`` or ``lanczos``.
+    output, wrt : str
+        The options the probe ran with.
+    zero_tolerance : float
+        Eigenvalues at or below it are numerical zeros (see :func:`jacobian_spectrum`).
+    frobenius_sq : float
+        ``‖M‖_F² = Σ λ²``.
+    predicted, confidence : ndarray of shape (n,)
+        ``argmax`` and ``max`` of ``softmax(model(x_i))``.
+    labels, loss : ndarray of shape (n,) or None
+        Class labels and the per-example cross-entropy ``−log softmax(model(x_i))_{y_i}``.
+    classes : ndarray or None
+        The label values present, sorted; ``class_gram[a, b] = Σ_{i∈a, j∈b} M_ij``.
+    gram : ndarray of shape (n, n) or None
+        ``M`` itself, when ``keep_gram``.
+    density : SpectralDensity or None
+        The quadrature density, for the ``lanczos`` solver.
+    metrics : dict
+        The scalar summary (see :meth:`summary`).
+    """
+
+    eigenvalues: np.ndarray = field(repr=False)
+    diagonal: np.ndarray = field(repr=False)
+    fit: PowerLawFit | None
+    diagonal_fit: PowerLawFit | None
+    n: int
+    k: int
+    d: int
+    method: str
+    output: str
+    wrt: str
+    zero_tolerance: float
+    frobenius_sq: float
+    predicted: np.ndarray = field(repr=False)
+    confidence: np.ndarray = field(repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
+    loss: np.ndarray | None = field(default=None, repr=False)
+    classes: np.ndarray | None = field(default=None, repr=False)
+    class_gram: np.ndarray | None = field(default=None, repr=False)
+    gram: np.ndarray | None = field(default=None, repr=False)
+    density: SpectralDensity | None = field(default=None, repr=False)
+    metrics: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """Keys ``n, k, d, method, lambda_max, trace, alpha, xmin, D, stable_rank, effective_rank,
+        matrix_rank, offdiag_ratio``.
+
+        ``trace = Σ M_ii``; ``stable_rank = trace/λ_max``; ``effective_rank = exp(−Σ p log p)``, ``p = λ/Σλ``;
+        ``matrix_rank = #{λ > zero_tolerance}`` (NaN for the lanczos solver); ``offdiag_ratio =
+        ‖M − diag M‖_F / ‖M‖_F`` (0: no correlation between examples; near 1: the correlations dominate).
+        """
+        return dict(self.metrics)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per example, in input order: ``index, diagonal, label, predicted, confidence, correct,
+        loss`` (``label``, ``correct`` and ``loss`` missing without labels)."""
+        labels = pd.array(self.labels if self.labels is not None else [pd.NA] * self.n, dtype="Int64")
+        correct = pd.array(self.predicted == self.labels if self.labels is not None else [pd.NA] * self.n,
+                           dtype="boolean")
+        return pd.DataFrame({
+            "index": np.arange(self.n),
+            "diagonal": self.diagonal,
+            "label": labels,
+            "predicted": self.predicted,
+            "confidence": self.confidence,
+            "correct": correct,
+            "loss": self.loss if self.loss is not None else np.full(self.n, np.nan),
+        })
+
+    def per_class(self) -> pd.DataFrame:
+        """One row per label class: ``class, count, mean_diagonal, mean_within, mean_between, accuracy,
+        mean_confidence``.
+
+        ``mean_within`` is the mean of ``M_ij`` over pairs ``i ≠ j`` of the class, ``mean_between`` over
+        ``i`` in the class and ``j`` outside it; both from ``class_gram`` (``Σ_{i∈a,j∈b} M_ij =
+        S_a·S_b`` with ``S_a = Σ_{i∈a} vec J(x_i)``), so they need no ``n × n`` matrix.
+        """
+        if self.labels is None or self.classes is None or self.class_gram is None:
+            raise FunnelscopeInputError("per_class() needs labels: pass labels= to jacobian_spectrum")
+        rows = []
+        for a, cls in enumerate(self.classes):
+            members = self.labels == cls
+            count = int(members.sum())
+            diagonal_sum = float(self.diagonal[members].sum())
+            within = (self.class_gram[a, a] - diagonal_sum) / (count * (count - 1)) if count > 1 else np.nan
+            outside = self.n - count
+            between = (self.class_gram[a].sum() - self.class_gram[a, a]) / (count * outside) if outside else np.nan
+            rows.append({
+                "class": int(cls),
+                "count": count,
+                "mean_diagonal": diagonal_sum / count,
+                "mean_within": float(within),
+                "mean_between": float(between),
+                "accuracy": float(np.mean(self.predicted[members] == cls)),
+                "mean_confidence": float(self.confidence[members].mean()),
+            })
+        return pd.DataFrame(rows)
+
+    def confidence_relation(self) -> dict[str, float]:
+        """How ``M_ii`` goes with confidence and correctness.
+
+        Keys: ``spearman_confidence`` and ``spearman_p_value`` (Spearman's ρ of ``M_ii`` with ``max softmax``);
+        with labels ``accuracy``, ``mean_diagonal_correct``, ``mean_diagonal_incorrect`` and
+        ``auroc_incorrect``, the area under the ROC curve of ``M_ii`` as a score for "misclassified"
+        (0.5: no information; NaN without labels or when one group is empty).
+        """
+        from scipy.stats import mannwhitneyu, spearmanr
+
+        rho, p_value = spearmanr(self.diagonal, self.confidence) if self.n > 2 else (np.nan, np.nan)
+        result = {"spearman_confidence": float(rho), "spearman_p_value": float(p_value), "accuracy": np.nan,
+                  "mean_diagonal_correct": np.nan, "mean_diagonal_incorrect": np.nan, "auroc_incorrect": np.nan}
+        if self.labels is None:
+            return result
+        correct = self.predicted == self.labels
+        result["accuracy"] = float(correct.mean())
+        if correct.any():
+            result["mean_diagonal_correct"] = float(self.diagonal[correct].mean())
+        if (~correct).any():
+            result["mean_diagonal_incorrect"] = float(self.diagonal[~correct].mean())
+        if correct.any() and (~correct).any():
+            u = mannwhitneyu(self.diagonal[~correct], self.diagonal[correct]).statistic
+            result["auroc_incorrect"] = float(u / (correct.sum() * (~correct).sum()))
+        return result
+
+
+def jacobian_spectrum(
+    model: nn.Module,
+    inputs: Any,
+    labels: Any = None,
+    *,
+    output: str = "probs",
+    method: str = "exact",
+    probes: int | None = None,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    keep_gram: bool = False,
+    wrt: str = "inputs",
+    project: int | None = None,
+    solver: str = "auto",
+) -> JacobianSpectrum:
+    """The ESD of the data Gram ``M_ij = vec J(x_i) · vec J(x_j)`` of a model's output Jacobians.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Returns logits of shape (batch, k) (or an object with a ``.logits`` tensor). It runs in eval mode
+        (BatchNorm on running statistics, no dropout) and its previous mode is restored afterwards, also on
+        error; no parameter's ``.grad`` is touched. It must not mix examples in eval mode (the sum trick).
+    inputs : Tensor, ndarray, torch Dataset or DataLoader
+        ``n`` examples (the first dimension). For a Dataset or DataLoader, the first element of each item is
+        the input and the second, when it is an integer class index, the label (unless ``labels`` is given);
+        the data are read once, in the loader's order, and kept on the CPU.
+    labels : array-like of n ints in [0, k), optional
+        Class labels: enable ``correct``/``loss``, :meth:`~JacobianSpectrum.per_class` and the correctness
+        part of :meth:`~JacobianSpectrum.confidence_relation`.
+    output : {"probs", "logits", "log_probs"}
+        ``f = softmax(logits)``, the logits, or ``log_softmax(logits)``.
+    method : {"exact", "sketch", "auto"}
+        Rows from the ``k`` classes (exact), or from ``probes`` Rademacher output probes (unbiased sketch);
+        ``auto``: exact when ``k ≤ 64``, else the sketch.
+    probes : int, optional
+        Output probes ``m`` of the sketch (default 32); only with ``method="sketch"`` or ``"auto"``.
+    seed : int, optional
+        Seed of the probes, the projection and the Lanczos start vectors (default: fresh randomness).
+    batch_size : int, optional
+        Examples per forward pass (default 128); the result does not depend on it.
+    device : torch device, optional
+        Where to compute (default: where the model's parameters are; the model is moved there and back).
+    keep_gram : bool
+        Keep ``M`` (n × n float64) in the result; forces the primal dense solver.
+    wrt : {"inputs", "params"}
+        Differentiate with respect to the inputs, or to the trainable parameters: then ``M`` is the empirical
+        neural tangent kernel Gram ``Σ_c ∇_θ f_c(x_i)·∇_θ f_c(x_j)`` (per-example gradients by
+        ``torch.func.vmap``; integer inputs such as token ids are allowed).
+    project : int, optional
+        CountSketch the ``d`` side of every row to ``project`` coordinates (unbiased: ``E[M̂] = M``). Default:
+        none for ``method="exact"``; for ``sketch``/``auto``, 1024 coordinates when ``d > 16384``.
+    solver : {"auto", "dense", "lanczos"}
+        ``dense``: float64 eigen-solve of the smaller of ``M`` and ``ΦᵀΦ``; ``lanczos``: Lanczos top
+        eigenvalues and a quadrature bulk from the stored rows. ``auto``: dense for ``method="exact"``, for
+        ``keep_gram`` or when ``min(n, r) ≤ 4096`` (``r`` = rows × d columns of ``Φ``), else lanczos.
+
+    Returns
+    -------
+    JacobianSpectrum
+
+    Raises
+    ------
+    FunnelscopeInputError
+        Unknown or out-of-range options, an empty data set, non-finite inputs, inputs the model rejects,
+        an output that is not a floating (n, k) tensor, one output with ``probs``/``log_probs``, labels that
+        are not class indices.
+
+    Notes
+    -----
+    Rows ``g_{iu} = J(x_i)ᵀu`` for the directions ``u`` give ``M = Σ_u G_u G_uᵀ`` whenever
+    ``Σ_u u uᵀ`` is the identity on the span of ``J``'s columns: the ``k`` unit vectors; for
+    ``output="probs"`` an orthonormal basis of the ``k − 1`` dimensional ``𝟙⊥`` (softmax outputs sum to 1,
+    so ``𝟙ᵀJ = 0``: one backward pass and ``d`` columns fewer, the same ``M``); or, in expectation, ``m``
+    Rademacher probes ``v/√m``. With ``q`` directions and ``r = q·d'`` feature columns (``d' = project`` or ``d``):
+
+    * primal (``r ≥ n`` or ``keep_gram``): each pass over the data keeps the rows of as many directions as
+      fit in ``ROW_BUFFER_BYTES`` (1 GiB), and ``M += G Gᵀ`` is accumulated in float64 on and below the
+      diagonal blocks. Peak memory: ``16n²`` bytes (``M`` and one ``n × n`` temporary, for the mirror and
+      again inside the eigen-solve) + ``max(1 GiB, n·d'·s)`` for the rows (``s`` bytes per element of the
+      model's dtype) + 128 MiB (a float64 column chunk) + one batch's activations. ``⌈q·n·d'·s / 1 GiB⌉``
+      passes, ``q`` backward passes per batch in all, never all of 𝒥 at once when it exceeds 1 GiB.
+    * dual (``r < n``): one pass; ``ΦᵀΦ`` accumulated batch by batch: ``16r²`` bytes, plus ``8·L·r`` for the
+      class sums of ``L`` label classes and ``8·b·r`` for a batch; ``M_ii`` are the rows' squared norms.
+    * lanczos: one pass storing ``Φ`` (``n·r·s`` bytes, at most ``FEATURE_BYTES`` = 4 GiB, else an error
+      suggesting ``project``), then 80 block products with 8 quadrature probes (basis: ``8·80·min(n, r)·8``
+      bytes). Eigenvalues: the converged top Ritz values, then quantiles of the quadrature density
+      (approximate), ``matrix_rank`` NaN, ``‖M‖_F²`` estimated (Hutchinson).
+
+    The primal/dual/lanczos choice and the row count ``q`` (``k`` or ``m``) set the cost: ``q`` backward
+    passes over the data, ``n²·r`` (primal) or ``n·r²`` (dual) float64 multiply-adds, and an eigen-solve of
+    size ``min(n, r)``.
+
+    The eigen-solve is float64. Eigenvalues at or below ``zero_tolerance = λ_max·N·max(ε₆₄, ε²)``, with
+    ``N = max(n, r)`` and ``ε`` the machine epsilon of the rows' dtype, are numerical zeros: rounding the
+    rows (``‖E‖_F ≤ ε‖𝒥‖_F ≤ ε√N·σ_max``) can lift a zero eigenvalue ``σ²`` to ``‖E‖₂² ≤ N·ε²·λ_max``, and
+    the float64 eigen-solve resolves ``λ`` to about ``N·ε₆₄·λ_max``. (A float32 MLP on the digits data:
+    eigenvalues agree with the float64 model's to ``1e-13·λ_max``, the structural zeros sit at
+    ``~1e-14·λ_max``.) They are left out of ``matrix_rank`` and of the power-law fit (its ``min_value``):
+    WeightWatcher's absolute ``1e-5`` would drop much of a softmax Jacobian's spectrum, whose eigenvalues are
+    small numbers. The diagonal's fit keeps every positive ``M_ii`` (each is a sum of squares, accurate to
+    its dtype).
+
+    Examples
+    --------
+    >>> torch.manual_seed(0) and None
+    >>> model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3))
+    >>> spectrum = jacobian_spectrum(model, torch.randn(40, 5))
+    >>> summary = spectrum.summary()  # r = (k − 1)·d = 10 columns < n = 40: dual
+    >>> summary["method"], spectrum.eigenvalues.shape, summary["matrix_rank"]  # softmax: rank (k − 1)·d
+    ('exact/dual', (40,), 10)
+
+    References
+    ----------
+    .. [1] R. Novak, Y. Bahri, D. A. Abolafia, J. Pennington, J. Sohl-Dickstein, "Sensitivity and
+       generalization in neural networks: an empirical study", ICLR 2018 (input-Jacobian norms).
+    .. [2] A. J. Ballard, R. Das, S. Martiniani, D. Mehta, L. Sagun, J. D. Stevenson, D. J. Wales, "Energy
+       landscapes for machine learning", Phys. Chem. Chem. Phys. 19, 12585, 2017 (funneled landscapes).
+    .. [3] M. F. Hutchinson, "A stochastic estimator of the trace of the influence matrix for Laplacian
+       smoothing splines", Comm. Statist. Simul. Comput. 18(3), 1989 (the output probes).
+    .. [4] S. Ubaru, J. Chen, Y. Saad, "Fast estimation of tr(f(A)) via stochastic Lanczos quadrature",
+       SIAM J. Matrix Anal. Appl. 38(4), 2017 (the lanczos solver's bulk).
+    """
+    _check_choice("output", output, OUTPUTS)
+    _check_choice("method", method, METHODS)
+    _check_choice("solver", solver, SOLVERS)
+    _check_choice("wrt", wrt, WRT)
+    probes = _check_count("probes", probes)
+    batch_size = _check_count("batch_size", batch_size) or DEFAULT_BATCH_SIZE
+    project = _check_count("project", project)
+    if probes is not None and method == "exact":
+        raise FunnelscopeInputError(f"probes={probes} applies to method='sketch' or 'auto', not 'exact'")
+    if not isinstance(keep_gram, bool):
+        raise FunnelscopeInputError(f"keep_gram={keep_gram!r} must be a bool")
+    if keep_gram and solver == "lanczos":
+        raise FunnelscopeInputError("keep_gram=True needs the dense solver, not solver='lanczos'")
+    if not isinstance(model, nn.Module):
+        raise FunnelscopeInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+        raise FunnelscopeInputError(f"seed={seed!r} must be an integer or None")
+    generator = torch.Generator()
+    generator.seed() if seed is None else generator.manual_seed(int(seed))
+    x, found_labels = _load_inputs(inputs)
+    target = _target_device(model, device)
+
+    with _evaluating(model, target):
+        engine = JacobianRows(model, x, output=output, wrt=wrt, batch_size=batch_size, device=target)
+        n, k, d = engine.n, engine.k, engine.dim
+        engine.labels = _check_labels(labels, n, k) if labels is not None else _found_labels(found_labels, n, k)
+        sketched = method == "sketch" or (method == "auto" and k > AUTO_SKETCH_ABOVE_K)
+        if sketched:
+            m = probes or DEFAULT_PROBES
+            directions, route = jacobian_sketch.output_probes(k, m, generator), f"sketch(m={m})"
+        elif output == "probs":  # Σ_c f_c = 1, so 𝟙ᵀJ(x) = 0: k − 1 directions spanning 𝟙⊥ give the same M
+            directions, route = _sum_zero_basis(k), "exact"
+        else:
+            directions, route = torch.eye(k, dtype=torch.float64), "exact"
+        if project is None and method != "exact" and d > AUTO_PROJECT_ABOVE_D:
+            project = AUTO_PROJECT_DIM
+        if project is not None:
+            if project >= d:
+                raise FunnelscopeInputError(f"project={project} must be smaller than d={d}")
+            engine.sketch = jacobian_sketch.CountSketch(d, project, generator)
+            route += f"+jl(p={project})"
+        width = project or d
+        r = len(directions) * width
+        if solver == "auto":
+            dense = method == "exact" or keep_gram or min(n, r) <= DENSE_LIMIT
+            solver = "dense" if dense else "lanczos"
+        if solver == "dense":
+            solver = "primal" if keep_gram or r >= n else "dual"
+        directions = directions.to(target, engine.dtype)
+        run = {"primal": solve_primal, "dual": solve_dual, "lanczos": solve_implicit}[solver]
+        solved = run(engine, directions, width, int(torch.randint(0, 2**62, (1,), generator=generator)))
+    return _result(engine, solved, method=f"{route}/{solver}", output=output, wrt=wrt, r=r, keep_gram=keep_gram)
+
+
+def _sum_zero_basis(k: int) -> torch.Tensor:
+    """An orthonormal basis of ``𝟙⊥ ⊂ ℝᵏ`` as (k − 1) rows (Helmert): ``h_a = (1, …, 1, −a, 0, …)/√(a(a+1))``.
+
+    For softmax outputs every column of ``J(x)`` is orthogonal to ``𝟙``, so with ``Π = HᵀH`` the projector
+    on ``𝟙⊥``: ``M_ij = tr(J(x_i)ᵀ J(x_j)) = tr(J(x_i)ᵀ Π J(x_j)) = Σ_a (J(x_i)ᵀh_a)·(J(x_j)ᵀh_a)``.
+    """
+    basis = torch.zeros(k - 1, k, dtype=torch.float64)
+    for a in range(1, k):
+        basis[a - 1, :a] = 1.0
+        basis[a - 1, a] = -float(a)
+        basis[a - 1] /= math.sqrt(a * (a + 1))
+    return basis
+
+
+# --------------------------------------------------------------------------------------------------------
+# Result
+
+
+def _result(engine: JacobianRows, solved: GramSolution, *, method: str, output: str, wrt: str, r: int,
+            keep_gram: bool) -> JacobianSpectrum:
+    values, diagonal = solved.eigenvalues, solved.diagonal
+    lambda_max = float(values[0]) if values.size else 0.0
+    N = max(engine.n, r)
+    eps = float(torch.finfo(engine.dtype).eps)
+    tolerance = lambda_max * N * max(float(np.finfo(np.float64).eps), eps**2)
+    fit = _fit(values, tolerance)
+    diagonal_fit = _fit(diagonal, 0.0)
+    trace = float(diagonal.sum())
+    diagonal_sq = float(np.sum(diagonal**2))
+    frobenius_sq = max(solved.frobenius_sq, diagonal_sq)
+    positive = values[values > tolerance]
+    metrics = {
+        "n": engine.n,
+        "k": engine.k,
+        "d": engine.dim,
+        "method": method,
+        "lambda_max": lambda_max,
+        "trace": trace,
+        "alpha": fit.alpha if fit else np.nan,
+        "xmin": fit.xmin if fit else np.nan,
+        "D": fit.D if fit else np.nan,
+        "stable_rank": trace / lambda_max if lambda_max > 0 else np.nan,
+        "effective_rank": esd_metrics(positive, N=N)["effective_rank"] if positive.size else np.nan,
+        "matrix_rank": int(positive.size) if solved.exact else np.nan,
+        "offdiag_ratio": math.sqrt((frobenius_sq - diagonal_sq) / frobenius_sq) if frobenius_sq > 0 else np.nan,
+    }
+    labels = engine.labels
+    arrays = [values, diagonal, engine.predicted, engine.confidence]
+    gram = solved.gram.cpu().numpy() if keep_gram and solved.gram is not None else None
+    for array in (*arrays, labels, gram, solved.class_gram):
+        if array is not None:
+            array.setflags(write=False)
+    return JacobianSpectrum(
+        eigenvalues=values,
+        diagonal=diagonal,
+        fit=fit,
+        diagonal_fit=diagonal_fit,
+        n=engine.n,
+        k=engine.k,
+        d=engine.dim,
+        method=method,
+        output=output,
+        wrt=wrt,
+        zero_tolerance=tolerance,
+        frobenius_sq=frobenius_sq,
+        predicted=engine.predicted,
+        confidence=engine.confidence,
+        labels=labels,
+        loss=engine.loss if labels is not None else None,
+        classes=np.unique(labels) if labels is not None else None,
+        class_gram=solved.class_gram,
+        gram=gram,
+        density=solved.density,
+        metrics=metrics,
+    )
+
+
+def _fit(values: np.ndarray, min_value: float) -> PowerLawFit | None:
+    kept = values[values > min_value]
+    if kept.size < 2 or kept.min() == kept.max():
+        return None
+    return fit_powerlaw(kept, min_value=min_value)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Inputs and options
+
+
+def _load_inputs(inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    from torch.utils.data import DataLoader, Dataset
+
+    found = None
+    if isinstance(inputs, torch.Tensor):
+        x = inputs.detach()
+    elif isinstance(inputs, np.ndarray):
+        if inputs.dtype.kind not in "biuf":
+            raise FunnelscopeInputError(f"inputs have numpy dtype {inputs.dtype}: need numbers")
+        x = torch.from_numpy(np.ascontiguousarray(inputs))
+    elif isinstance(inputs, DataLoader | Dataset):
+        loader = inputs if isinstance(inputs, DataLoader) else DataLoader(inputs, batch_size=256)
+        x, found = _collect(loader)
+    else:
+        raise FunnelscopeInputError(
+            f"inputs must be a tensor, a numpy array, a torch Dataset or a DataLoader, got {type(inputs).__name__}"
+        )
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise FunnelscopeInputError(f"the data set is empty (inputs of shape {tuple(x.shape)})")
+    if x.is_complex():
+        raise FunnelscopeInputError(f"inputs have complex dtype {x.dtype}")
+    if x.is_floating_point():
+        finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite)[:, 0]
+            raise FunnelscopeInputError(
+                f"inputs contain NaN or inf in {bad.numel()} of {x.shape[0]} examples (first: example {int(bad[0])})"
+            )
+    return x, found
+
+
+def _collect(loader: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    inputs, labels = [], []
+    for batch in loader:
+        if isinstance(batch, dict):
+            raise FunnelscopeInputError(
+                f"the data yield dicts (keys {sorted(batch)}): pass a tensor, or (input, label) items"
+            )
+        if isinstance(batch, tuple | list):
+            if not batch:
+                raise FunnelscopeInputError("the data yield empty items")
+            x, y = batch[0], (batch[1] if len(batch) > 1 else None)
+        else:
+            x, y = batch, None
+        inputs.append(torch.as_tensor(x))
+        labels.append(y)
+    if not inputs:
+        raise FunnelscopeInputError("the data set is empty")
+    shapes = {tuple(x.shape[1:]) for x in inputs}
+    if len(shapes) > 1:
+        raise FunnelscopeInputError(f"the examples have different shapes: {sorted(shapes)[:3]}")
+    found = None
+    if all(isinstance(y, torch.Tensor) and y.ndim == 1 for y in labels):
+        found = torch.cat(labels)
+    return torch.cat(inputs), found
+
+
+def _check_labels(labels: Any, n: int, k: int) -> np.ndarray:
+    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise FunnelscopeInputError(f"labels must be {n} class indices (one per example), got shape {arr.shape}")
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise FunnelscopeInputError(f"labels must be integer class indices, got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() >= k):
+        raise FunnelscopeInputError(f"labels must be in [0, {k}) for a model with {k} outputs, "
+                                    f"got values in [{arr.min()}, {arr.max()}]")
+    return arr.astype(np.int64)
+
+
+def _found_labels(found: torch.Tensor | None, n: int, k: int) -> np.ndarray | None:
+    """Labels read from a data set's second element, used only when they are class indices of the model."""
+    if found is None or found.is_floating_point() or found.is_complex() or found.shape[0] != n:
+        return None
+    arr = found.cpu().numpy()
+    return arr.astype(np.int64) if arr.min() >= 0 and arr.max() < k else None
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise FunnelscopeInputError(f"{name}={value!r} must be one of {', '.join(map(repr, choices))}")
+
+
+def _check_count(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise FunnelscopeInputError(f"{name}={value!r} must be a positive integer")
+    return int(value)
+
+
+def _target_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise FunnelscopeInputError(f"device={device!r} is not a torch device") from err
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+@contextmanager
+def _evaluating(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Eval mode (and ``device``) for the computation; every submodule's mode (and the device) restored."""
+    modes = [(module, module.training) for module in model.modules()]
+    devices = {p.device for p in model.parameters()} | {b.device for b in model.buffers()}
+    move = len(devices) == 1 and devices != {device}
+    original = next(iter(devices)) if move else None
+    model.eval()
+    if move:
+        model.to(device)
+    try:
+        yield
+    finally:
+        if move:
+            model.to(original)
+        for module, mode in modes:
+            module.training = mode
