@@ -6,6 +6,7 @@ Importing the package configures nothing (no logging, no warnings filters, no py
 
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.models.sources import open_weights
+from funnelscope.probes.jacobian import JacobianSpectrum, jacobian_spectrum
 from funnelscope.probes.weights import LayerSpectrum, WeightsSummary, analyze_weights, summarize_weights, weight_spectra
 from funnelscope.spectra.eigen import gram_eigenvalues
 from funnelscope.spectra.marchenko_pastur import MarchenkoPasturFit, fit_marchenko_pastur
@@ -14,6 +15,7 @@ from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
 
 __all__ = [
     "FunnelscopeInputError",
+    "JacobianSpectrum",
     "LayerSpectrum",
     "MarchenkoPasturFit",
     "PowerLawFit",
@@ -23,6 +25,7 @@ __all__ = [
     "fit_marchenko_pastur",
     "fit_powerlaw",
     "gram_eigenvalues",
+    "jacobian_spectrum",
     "open_weights",
     "summarize_weights",
     "weight_spectra",

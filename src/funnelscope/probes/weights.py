@@ -325,26 +325,26 @@ def _eigenvalue_batch(
         except FunnelscopeInputError as error:
             results[index] = str(error)
             continue
-        problem = _weight_problem(tensor)
-        if problem:
-            results[index] = problem
+        if not tensor.is_floating_point():
+            results[index] = f"weights of dtype {tensor.dtype} are not floating point"
             continue
         stacked.append((index, weight_slices(tensor)))
     if stacked:
         batch = torch.cat([slices for _, slices in stacked])
         values = gram_eigenvalues(batch, method=eig_method, device=device)
         rf = stacked[0][1].shape[0]
-        for position, (index, _) in enumerate(stacked):
-            results[index] = values[position * rf : (position + 1) * rf]
+        for position, (index, slices) in enumerate(stacked):
+            layer_values = values[position * rf : (position + 1) * rf]
+            # a non-finite weight makes its Gram non-finite: the (costly) element scan runs only then
+            results[index] = _weight_problem(slices) if layer_values.isnan().any() else layer_values
     return results
 
 
 def _weight_problem(tensor: torch.Tensor) -> str:
-    if not tensor.is_floating_point():
-        return f"weights of dtype {tensor.dtype} are not floating point"
+    """Why a floating-point tensor's Gram is not finite: NaN/inf entries, or an overflow of the float64 Gram."""
     finite = torch.isfinite(tensor)
     if bool(finite.all()):
-        return ""
+        return "the float64 Gram overflows: weights too large"
     nans = int(torch.isnan(tensor).sum())
     infs = int((~finite).sum()) - nans
     return f"non-finite weights ({nans} NaN, {infs} inf)"

@@ -1,11 +1,17 @@
-"""The one eigen-routine: eigenvalues of Gram matrices in float64 through ``torch.linalg``.
+"""The one eigen-routine: eigenvalues of Gram matrices in float64.
 
 For a batch of matrices ``A_b`` (rows × cols) the empirical spectral density is the set of eigenvalues of
 the smaller Gram matrix, ``AᵀA`` (cols × cols) when rows ≥ cols, else ``AAᵀ``: ``λ_i = σ_i(A)²``
 (DESIGN 2.1: squared singular values, not divided by N). The Gram is accumulated in float64 over chunks of
-rows, so a huge matrix (an embedding table, say) is never copied to float64 at once, and solved with
-``torch.linalg.eigvalsh``, batched over same-shaped matrices; on the CPU this is MKL/LAPACK, on CUDA
-cuSOLVER.
+rows, so a huge matrix (an embedding table, say) is never copied to float64 at once, and then solved with
+a symmetric eigen-solver (values only).
+
+* On CUDA (and other accelerators): ``baddbmm`` and ``torch.linalg.eigvalsh``, batched (cuSOLVER).
+* On the CPU: the Gram by ``dsyrk`` (one triangle: half the flops of a matrix product) and ``syevd`` through
+  numpy/scipy's LAPACK; a batch of small matrices is spread over one thread per core, each matrix on one
+  BLAS thread. The tridiagonal reduction of ``syevd`` is bound by memory traffic, not flops, so several
+  single-threaded solves run side by side finish about twice as fast on two cores as ``torch.linalg.eigvalsh``
+  looping over the batch with every thread on one matrix (``benchmarks/weights_vs_weightwatcher.py``).
 
 The Gram squares the condition number: eigenvalues below about ``λ_max · 1e-15`` are rounding noise. Where
 small singular values matter (rank collapse), ``method="svd"`` computes ``σ`` directly.
@@ -13,11 +19,18 @@ small singular values matter (rank collapse), ``method="svd"`` computes ``σ`` d
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 import torch
+from scipy.linalg.blas import dsyrk
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["gram_eigenvalues", "symmetric_eigenvalues"]
 
 _CHUNK_ELEMENTS = 1 << 24  # float64 elements converted at a time per batch (128 MiB)
+_THREADED_FROM = 1024  # Grams this large: one at a time on every BLAS thread; smaller: one per thread
+_controller: ThreadpoolController | None = None
 
 
 def gram_eigenvalues(
@@ -42,6 +55,7 @@ def gram_eigenvalues(
     -------
     Tensor of shape (batch, min(rows, cols)) or (min(rows, cols),)
         ``λ = σ²``, ascending, clamped at 0 (the Gram's rounding can make zero eigenvalues slightly negative).
+        All NaN for a matrix whose float64 Gram is not finite (non-finite entries, or an overflow).
 
     Examples
     --------
@@ -59,18 +73,64 @@ def gram_eigenvalues(
     if batch.shape[1] < batch.shape[2]:
         batch = batch.transpose(1, 2)  # rows ≥ cols from here on: the Gram is cols × cols
     if method == "svd":
-        values = torch.cat(
-            [torch.linalg.svdvals(one.to(target, torch.float64)).flip(-1) ** 2 for one in batch.split(1)]
-        )
+        values = torch.stack([_svd_squared(one.to(target, torch.float64)) for one in batch])
+    elif target.type == "cpu":
+        values = torch.from_numpy(_cpu_batch(batch, _gram_eigenvalues_cpu))
     else:
-        values = symmetric_eigenvalues(_gram(batch, target))
+        gram = _gram(batch, target)
+        finite = torch.isfinite(gram).flatten(1).all(dim=1)
+        values = torch.linalg.eigvalsh(torch.where(finite[:, None, None], gram, 0.0))
+        values[~finite] = torch.nan
     values = values.clamp_min_(0.0).cpu()
     return values[0] if single else values
 
 
 def symmetric_eigenvalues(matrix: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues of a symmetric matrix (or batch), ascending, computed in float64 with ``eigvalsh``."""
-    return torch.linalg.eigvalsh(matrix.to(torch.float64))
+    """Eigenvalues of a symmetric matrix (or batch), ascending, in float64 (``syevd``; the lower triangle is
+    read), on the matrix's device."""
+    matrix = matrix.to(torch.float64)
+    if matrix.device.type != "cpu":
+        return torch.linalg.eigvalsh(matrix)
+    batch = matrix.reshape(-1, *matrix.shape[-2:])
+    values = _cpu_batch(batch, lambda one: np.linalg.eigvalsh(one.numpy(), UPLO="L"))
+    return torch.from_numpy(values).reshape(matrix.shape[:-1])
+
+
+def _cpu_batch(batch: torch.Tensor, solve: object) -> np.ndarray:
+    """``solve`` each matrix of a batch: large ones (``cols ≥ 1024``) one after the other on every BLAS
+    thread; smaller ones side by side, one per thread, each on a single BLAS thread (measured on 2 cores:
+    threaded BLAS loses on small Grams, and two single-threaded large solves side by side gain nothing)."""
+    global _controller
+    workers = min(len(batch), torch.get_num_threads())
+    if batch.shape[-1] >= _THREADED_FROM:
+        return np.stack([solve(one) for one in batch])
+    if _controller is None:
+        _controller = ThreadpoolController()  # inspecting the loaded BLAS libraries takes a while: once
+    with _controller.limit(limits=1, user_api="blas"):
+        if workers <= 1:
+            return np.stack([solve(one) for one in batch])
+        with ThreadPoolExecutor(workers) as pool:
+            return np.stack(list(pool.map(solve, batch)))
+
+
+def _gram_eigenvalues_cpu(matrix: torch.Tensor) -> np.ndarray:
+    """``eigvalsh(AᵀA)`` of one (rows ≥ cols) matrix: float64 ``dsyrk`` over row chunks, lower triangle."""
+    rows, cols = matrix.shape
+    gram = np.zeros((cols, cols), dtype=np.float64, order="F")
+    step = max(1, _CHUNK_ELEMENTS // max(1, cols))
+    for start in range(0, rows, step):
+        chunk = matrix[start : start + step].to(torch.float64).contiguous().numpy()
+        # chunk is C-ordered (r × c), so chunk.T is a Fortran-ordered (c × r) view: C += chunk.T chunk
+        gram = dsyrk(1.0, chunk.T, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1)
+    if not np.isfinite(np.diagonal(gram)).all():  # |G_ij| ≤ √(G_ii G_jj): a finite diagonal bounds the rest
+        return np.full(cols, np.nan)
+    return np.linalg.eigvalsh(gram, UPLO="L")
+
+
+def _svd_squared(matrix: torch.Tensor) -> torch.Tensor:
+    if not bool(torch.isfinite(matrix).all()):
+        return torch.full((min(matrix.shape),), torch.nan, dtype=torch.float64, device=matrix.device)
+    return torch.linalg.svdvals(matrix).flip(-1) ** 2
 
 
 def _gram(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
