@@ -8,7 +8,7 @@ import torch
 
 from funnelscope.models.matrices import layer_shape, weight_slices
 from funnelscope.spectra import eigen
-from funnelscope.spectra.eigen import gram_eigenvalues
+from funnelscope.spectra.eigen import add_lower_gram, gram_eigenvalues
 
 
 def numpy_squared_singular_values(matrix: np.ndarray) -> np.ndarray:
@@ -80,3 +80,30 @@ def test_conv1d_and_conv3d_slices() -> None:
     slices = weight_slices(conv3d)
     assert slices.shape == (12, 4, 3)
     assert torch.equal(slices[1 * 6 + 2 * 2 + 1], conv3d[:, :, 1, 2, 1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["c", "fortran", "strided"])
+def test_add_lower_gram_equals_the_product(dtype: torch.dtype, layout: str) -> None:
+    # naive reference: the float64 product rows·rowsᵀ; only the lower triangle is written, and twice adds twice
+    torch.manual_seed(0)
+    base = torch.randn(70, 90, dtype=dtype)
+    rows = {"c": base, "fortran": base.T.contiguous().T, "strided": torch.randn(70, 180, dtype=dtype)[:, ::2]}[layout]
+    gram = torch.zeros(70, 70, dtype=torch.float64)
+    add_lower_gram(gram, rows)
+    add_lower_gram(gram, rows)
+    expected = 2 * rows.double() @ rows.double().T
+    torch.testing.assert_close(gram.tril(), expected.tril(), rtol=1e-12, atol=1e-12)
+    assert float(gram.triu(1).abs().max()) == 0.0
+
+
+def test_large_grams_and_non_finite_matrices() -> None:
+    # cols ≥ 1024 takes the threaded one-at-a-time route; a NaN or an overflow gives NaN eigenvalues, not garbage
+    generator = torch.Generator().manual_seed(3)
+    batch = torch.randn(3, 1030, 1025, generator=generator, dtype=torch.float64)
+    batch[1, 5, 7] = float("nan")
+    batch[2, 0, 0] = 1e300
+    values = gram_eigenvalues(batch)
+    np.testing.assert_allclose(values[0].numpy(), numpy_squared_singular_values(batch[0].numpy()), rtol=1e-9,
+                               atol=1e-9 * float(values[0].max()))
+    assert bool(values[1].isnan().all()) and bool(values[2].isnan().all())

@@ -33,14 +33,13 @@ from torch import nn
 
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.probes import jacobian_sketch
-from funnelscope.spectra.eigen import symmetric_eigenvalues
+from funnelscope.spectra.eigen import add_lower_gram, symmetric_eigenvalues
 from funnelscope.spectra.lanczos import SpectralDensity
 
-__all__ = ["GramSolution", "JacobianRows", "add_lower_gram", "solve_dual", "solve_implicit", "solve_primal"]
+__all__ = ["GramSolution", "JacobianRows", "solve_dual", "solve_implicit", "solve_primal"]
 
 ROW_BUFFER_BYTES = 1 << 30  # primal route: rows of as many directions per pass as fit in 1 GiB
 FEATURE_BYTES = 4 << 30  # implicit route: the stored feature rows Φ
-_GRAM_BLOCK = 256
 _CHUNK_ELEMENTS = 1 << 24
 
 
@@ -274,17 +273,6 @@ def solve_implicit(engine: JacobianRows, directions: torch.Tensor, width: int, s
     implicit = jacobian_sketch.implicit_spectrum(features, seed=seed)
     return GramSolution(implicit.eigenvalues, diagonal.cpu().numpy(), implicit.frobenius_sq, class_gram,
                         density=implicit.density, exact=False)
-
-
-def add_lower_gram(gram: torch.Tensor, rows: torch.Tensor) -> None:
-    """``gram += rows rowsᵀ`` in float64 on and below the diagonal blocks (about half the flops of a GEMM)."""
-    n, width = rows.shape
-    step = max(1, _CHUNK_ELEMENTS // max(1, n))
-    for first in range(0, width, step):
-        chunk = rows[:, first : first + step].to(torch.float64)
-        for top in range(0, n, _GRAM_BLOCK):
-            bottom = min(n, top + _GRAM_BLOCK)
-            gram[top:bottom, :bottom].addmm_(chunk[top:bottom], chunk[:bottom].T)
 
 
 def _check_finite(matrix: torch.Tensor) -> None:
