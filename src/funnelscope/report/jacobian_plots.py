@@ -235,8 +235,9 @@ def plot_jacobian_comparison(spectra: dict[str, JacobianSpectrum], *, title: str
     diagonal_ax.set(xscale="log", yscale="log", xlabel="M_ii = ‖J(x_i)‖²_F", ylabel="examples per bin",
                     title="diagonal (per-example sensitivity)")
     diagonal_ax.set_ylim(bottom=0.5)
-    for ax in (esd_ax, scree_ax, diagonal_ax):
-        ax.legend(loc="lower left", fontsize=7)
+    esd_ax.legend(loc="lower left", fontsize=7)
+    scree_ax.legend(loc="lower left", fontsize=7)
+    diagonal_ax.legend(loc="upper left", fontsize=7)
     first = next(iter(spectra.values()))
     figure.suptitle(title or f"Jacobian Gram ({first.output}): n={first.n}, k={first.k}, d={first.d}")
     return figure
