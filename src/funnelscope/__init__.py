@@ -6,6 +6,7 @@ Importing the package configures nothing (no logging, no warnings filters, no py
 
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.models.sources import open_weights
+from funnelscope.probes.hessian import HessianDensity, HessianSpectrum, hessian_spectrum
 from funnelscope.probes.jacobian import JacobianSpectrum, jacobian_spectrum
 from funnelscope.probes.weights import LayerSpectrum, WeightsSummary, analyze_weights, summarize_weights, weight_spectra
 from funnelscope.spectra.eigen import gram_eigenvalues
@@ -15,6 +16,8 @@ from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
 
 __all__ = [
     "FunnelscopeInputError",
+    "HessianDensity",
+    "HessianSpectrum",
     "JacobianSpectrum",
     "LayerSpectrum",
     "MarchenkoPasturFit",
@@ -25,6 +28,7 @@ __all__ = [
     "fit_marchenko_pastur",
     "fit_powerlaw",
     "gram_eigenvalues",
+    "hessian_spectrum",
     "jacobian_spectrum",
     "open_weights",
     "summarize_weights",

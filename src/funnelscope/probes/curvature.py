@@ -1,0 +1,241 @@
+"""Curvature products of a model's loss: Hessian–vector and Gauss–Newton–vector products over a data set.
+
+For parameters ``θ ∈ ℝᵖ``, outputs ``z_i = f_θ(x_i)`` and the example-weighted mean loss
+``L(θ) = (1/n) Σ_i ℓ(z_i, y_i)``:
+
+.. math::
+
+    H = \\nabla^2_\\theta L
+      = \\underbrace{\\frac1n \\sum_i J_i^\\top \\nabla^2_z \\ell_i\\, J_i}_{G\\ (\\text{Gauss–Newton})}
+      + \\frac1n \\sum_i \\sum_c \\frac{\\partial \\ell_i}{\\partial z_{ic}} \\nabla^2_\\theta z_{ic},
+    \\qquad J_i = \\frac{\\partial z_i}{\\partial \\theta}.
+
+``Hv`` is computed without forming ``H`` (Pearlmutter 1994): by forward-over-reverse differentiation,
+``jvp(grad L)(θ; v)`` with :func:`torch.func.functional_call` (one forward and one backward pass carrying
+dual numbers), or, where :mod:`torch.func` cannot run the model (TorchScript modules, operations without
+forward-mode rules), by double backward, ``∇_θ (∇_θ L · v)``. ``Gv = Jᵀ(∇²_z ℓ (J v))``: a ``jvp`` of the
+outputs, the loss's Hessian with respect to the outputs applied to it, and a ``vjp`` back to the
+parameters (Schraudolph 2002). Every product is accumulated over the batches in float64.
+
+References
+----------
+.. [1] B. A. Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation 6(1), 1994.
+.. [2] N. N. Schraudolph, "Fast curvature matrix-vector products for second-order gradient descent",
+   Neural Computation 14(7), 2002.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from funnelscope.errors import FunnelscopeInputError
+from funnelscope.probes._loss import Batches, LossFunction, loss_sum
+
+__all__ = ["HVP_METHODS", "CurvatureProducts"]
+
+HVP_METHODS = ("auto", "forward-over-reverse", "double-backward")
+
+
+def model_output(output: Any) -> torch.Tensor:
+    """The tensor a model returned (or its ``.logits``)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    raise FunnelscopeInputError(f"the model returned {type(output).__name__}, not a tensor (or .logits)")
+
+
+class CurvatureProducts:
+    """``H V`` and ``G V`` for blocks ``V`` of shape (p, b) over fixed batches (the model in eval mode).
+
+    Parameters
+    ----------
+    model : nn.Module
+        In eval mode already, on the batches' device; its trainable parameters (``requires_grad``) span ``θ``.
+    batches : Batches
+    loss_fn : callable
+        ``loss_fn(output, target)``: per-example losses or a batch mean.
+    method : {"auto", "forward-over-reverse", "double-backward"}
+        ``auto`` tries forward-over-reverse on the first batch and falls back to double backward.
+    on_product : callable, optional
+        Called once per matrix–vector product (a progress bar).
+    """
+
+    def __init__(self, model: nn.Module, batches: Batches, loss_fn: LossFunction, *, method: str = "auto",
+                 on_product: Callable[[], None] | None = None) -> None:
+        if method not in HVP_METHODS:
+            raise FunnelscopeInputError(f"hvp={method!r} must be one of {', '.join(map(repr, HVP_METHODS))}")
+        self.model, self.batches, self.loss_fn = model, batches, loss_fn
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise FunnelscopeInputError("the model has no trainable parameters (requires_grad)")
+        self.names = [name for name, _ in named]
+        self.params = [p for _, p in named]
+        self.dim = sum(p.numel() for p in self.params)
+        self.products = 0
+        self.on_product = on_product
+        self.vectorize = True
+        self.method = self._choose(method)
+
+    # -- vectors ------------------------------------------------------------------------------------------
+    def unflatten(self, vector: torch.Tensor) -> list[torch.Tensor]:
+        """A float64 vector of length p as tensors shaped (and typed) like the parameters."""
+        out, start = [], 0
+        for p in self.params:
+            out.append(vector[start : start + p.numel()].reshape(p.shape).to(p.dtype))
+            start += p.numel()
+        return out
+
+    def flatten(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([t.reshape(-1).to(torch.float64) for t in tensors])
+
+    def vector(self) -> torch.Tensor:
+        """``θ`` as a float64 vector."""
+        return self.flatten([p.detach() for p in self.params])
+
+    # -- products -----------------------------------------------------------------------------------------
+    def hessian_matmat(self, block: torch.Tensor) -> torch.Tensor:
+        """``H V`` (float64, shape (p, b))."""
+        return self._matmat(block, self._hvp_batch)
+
+    def gauss_newton_matmat(self, block: torch.Tensor) -> torch.Tensor:
+        """``G V`` (float64, shape (p, b))."""
+        return self._matmat(block, self._ggn_batch)
+
+    def _matmat(self, block: torch.Tensor, batch_product: Callable) -> torch.Tensor:
+        columns = [self.unflatten(block[:, j]) for j in range(block.shape[1])]
+        result = torch.zeros(block.shape, dtype=torch.float64, device=block.device)
+        for x, y in self.batches.batches:
+            for j, products in enumerate(batch_product(x, y, columns)):
+                result[:, j] += self.flatten(products)
+        for _ in range(block.shape[1]):
+            self.products += 1
+            if self.on_product is not None:
+                self.on_product()
+        return result
+
+    def _choose(self, method: str) -> str:
+        if method != "auto":
+            return method
+        x, y = self.batches.batches[0]
+        zero = [torch.zeros_like(p) for p in self.params]
+        try:
+            self._hvp_forward_over_reverse(x[:1], y[:1], [zero])
+        except FunnelscopeInputError:
+            raise
+        except (RuntimeError, NotImplementedError, TypeError):
+            return "double-backward"
+        return "forward-over-reverse"
+
+    def _hvp_batch(self, x: torch.Tensor, y: torch.Tensor, columns: list) -> list[list[torch.Tensor]]:
+        if self.method == "forward-over-reverse":
+            return self._hvp_forward_over_reverse(x, y, columns)
+        return self._hvp_double_backward(x, y, columns)
+
+    def _ggn_batch(self, x: torch.Tensor, y: torch.Tensor, columns: list) -> list[list[torch.Tensor]]:
+        if self.method == "forward-over-reverse":
+            return self._ggn_functional(x, y, columns)
+        return self._ggn_autograd(x, y, columns)
+
+    def _functional(self) -> tuple[dict, Callable]:
+        from torch.func import functional_call
+
+        buffers = dict(self.model.named_buffers())
+        primals = {name: p.detach() for name, p in zip(self.names, self.params, strict=True)}
+
+        def outputs(params: dict, x: torch.Tensor) -> torch.Tensor:
+            return model_output(functional_call(self.model, ({**params}, buffers), (x,)))
+
+        return primals, outputs
+
+    def _hvp_forward_over_reverse(self, x: torch.Tensor, y: torch.Tensor, columns: list) -> list:
+        from torch.func import grad, jvp, vmap
+
+        primals, outputs = self._functional()
+        n = self.batches.n
+
+        def loss(params: dict) -> torch.Tensor:
+            return loss_sum(self.loss_fn, outputs(params, x), y) / n
+
+        gradient = grad(loss)
+        if len(columns) > 1 and self.vectorize:  # all columns in one vmapped pass
+            stacked = {name: torch.stack([column[i] for column in columns])
+                       for i, name in enumerate(self.names)}
+            try:
+                products = vmap(lambda tangent: jvp(gradient, (primals,), (tangent,))[1])(stacked)
+                return [[products[name][j] for name in self.names] for j in range(len(columns))]
+            except (RuntimeError, NotImplementedError):
+                self.vectorize = False  # an operation without a batching rule: one column at a time
+        result = []
+        for column in columns:
+            tangent = dict(zip(self.names, column, strict=True))
+            _, product = jvp(gradient, (primals,), (tangent,))
+            result.append([product[name] for name in self.names])
+        return result
+
+    def _hvp_double_backward(self, x: torch.Tensor, y: torch.Tensor, columns: list) -> list:
+        with torch.enable_grad():
+            loss = loss_sum(self.loss_fn, model_output(self.model(x)), y) / self.batches.n
+            grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+            grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params, strict=True)]
+            result = []
+            for j, column in enumerate(columns):
+                dot = sum((g * v).sum() for g, v in zip(grads, column, strict=True))
+                if not dot.requires_grad:  # the loss is linear in θ: H = 0
+                    result.append([torch.zeros_like(p) for p in self.params])
+                    continue
+                product = torch.autograd.grad(dot, self.params, retain_graph=j + 1 < len(columns), allow_unused=True)
+                result.append([g if g is not None else torch.zeros_like(p)
+                               for g, p in zip(product, self.params, strict=True)])
+        return result
+
+    def _output_hessian(self, z: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``∇²_z (Σ_i ℓ_i / n) · u`` at the outputs ``z`` (per example, ``∇²ℓ`` is block diagonal)."""
+        from torch.func import grad, jvp
+
+        n = self.batches.n
+
+        def loss(outputs: torch.Tensor) -> torch.Tensor:
+            return loss_sum(self.loss_fn, outputs, y) / n
+
+        try:
+            return jvp(grad(loss), (z.detach(),), (u,))[1]
+        except (RuntimeError, NotImplementedError):
+            with torch.enable_grad():
+                zd = z.detach().requires_grad_(True)
+                (gz,) = torch.autograd.grad(loss(zd), zd, create_graph=True)
+                return torch.autograd.grad(gz, zd, grad_outputs=u)[0]
+
+    def _ggn_functional(self, x: torch.Tensor, y: torch.Tensor, columns: list) -> list:
+        from torch.func import jvp, vjp
+
+        primals, outputs = self._functional()
+        z, pullback = vjp(lambda params: outputs(params, x), primals)
+        result = []
+        for column in columns:
+            tangent = dict(zip(self.names, column, strict=True))
+            _, jv = jvp(lambda params: outputs(params, x), (primals,), (tangent,))
+            (back,) = pullback(self._output_hessian(z, y, jv))
+            result.append([back[name] for name in self.names])
+        return result
+
+    def _ggn_autograd(self, x: torch.Tensor, y: torch.Tensor, columns: list) -> list:
+        with torch.enable_grad():
+            z = model_output(self.model(x))
+            w = torch.zeros_like(z, requires_grad=True)
+            jt_w = torch.autograd.grad(z, self.params, grad_outputs=w, create_graph=True, allow_unused=True)
+            pairs = [(g, v) for g, v in zip(jt_w, self.params, strict=True) if g is not None]
+            result = []
+            for column in columns:
+                used = [c for g, c in zip(jt_w, column, strict=True) if g is not None]
+                (jv,) = torch.autograd.grad([g for g, _ in pairs], w, grad_outputs=used, retain_graph=True)
+                hu = self._output_hessian(z, y, jv)
+                back = torch.autograd.grad(z, self.params, grad_outputs=hu, retain_graph=True, allow_unused=True)
+                result.append([g if g is not None else torch.zeros_like(p)
+                               for g, p in zip(back, self.params, strict=True)])
+        return result
