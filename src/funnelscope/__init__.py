@@ -8,6 +8,7 @@ from funnelscope.errors import FunnelscopeInputError
 from funnelscope.models.sources import open_weights
 from funnelscope.probes.hessian import HessianDensity, HessianSpectrum, hessian_spectrum
 from funnelscope.probes.jacobian import JacobianSpectrum, jacobian_spectrum
+from funnelscope.probes.landscape import LandscapeLine, LandscapePlane, landscape_line, landscape_plane
 from funnelscope.probes.weights import LayerSpectrum, WeightsSummary, analyze_weights, summarize_weights, weight_spectra
 from funnelscope.spectra.eigen import gram_eigenvalues
 from funnelscope.spectra.marchenko_pastur import MarchenkoPasturFit, fit_marchenko_pastur
@@ -19,6 +20,8 @@ __all__ = [
     "HessianDensity",
     "HessianSpectrum",
     "JacobianSpectrum",
+    "LandscapeLine",
+    "LandscapePlane",
     "LayerSpectrum",
     "MarchenkoPasturFit",
     "PowerLawFit",
@@ -30,6 +33,8 @@ __all__ = [
     "gram_eigenvalues",
     "hessian_spectrum",
     "jacobian_spectrum",
+    "landscape_line",
+    "landscape_plane",
     "open_weights",
     "summarize_weights",
     "weight_spectra",
