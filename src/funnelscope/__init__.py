@@ -9,6 +9,7 @@ from funnelscope.models.sources import open_weights
 from funnelscope.probes.hessian import HessianDensity, HessianSpectrum, hessian_spectrum
 from funnelscope.probes.jacobian import JacobianSpectrum, jacobian_spectrum
 from funnelscope.probes.landscape import LandscapeLine, LandscapePlane, landscape_line, landscape_plane
+from funnelscope.probes.linearity import layer_linearity
 from funnelscope.probes.weights import LayerSpectrum, WeightsSummary, analyze_weights, summarize_weights, weight_spectra
 from funnelscope.spectra.eigen import gram_eigenvalues
 from funnelscope.spectra.marchenko_pastur import MarchenkoPasturFit, fit_marchenko_pastur
@@ -35,6 +36,7 @@ __all__ = [
     "jacobian_spectrum",
     "landscape_line",
     "landscape_plane",
+    "layer_linearity",
     "open_weights",
     "summarize_weights",
     "weight_spectra",

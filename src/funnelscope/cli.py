@@ -403,6 +403,22 @@ def print_comparison(table: object, *, title: str) -> None:
 
 @app.command()
 @user_errors
+def report(
+    study_dir: Annotated[Path, typer.Argument(help="A study directory (with study.json, runs.parquet, figures/).")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write the HTML (default: DIR/report.html).")
+    ] = None,
+    title: Annotated[str | None, typer.Option("--title", help="Page title (default: the study's title).")] = None,
+) -> None:
+    """Write a study's self-contained HTML report: figures embedded, tables, settings and versions."""
+    from funnelscope.report.html import write_report
+
+    path = write_report(study_dir, output=output, title=title)
+    console.print(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB)", highlight=False)
+
+
+@app.command()
+@user_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the demo's outputs.")] = Path(
         "funnelscope-demo"

@@ -1,0 +1,259 @@
+"""Layer linearity: how much of each piecewise-linear activation acts linearly on the data (DESIGN 2.8).
+
+For an activation ``a = σ(z)`` with a kink at 0 (ReLU, LeakyReLU, PReLU, RReLU in eval mode, and their
+functional forms) applied to pre-activations ``z_{ij}`` of examples ``i = 1…n`` and units ``j``:
+
+* ``always_active``: the fraction of units with ``z_{ij} > 0`` for every example — on the data the layer is
+  the identity (times the slope) on them: they could be merged into the next layer;
+* ``always_inactive``: units with ``z_{ij} ≤ 0`` for every example (dead, for ReLU);
+* ``mean_active``: the fraction of (example, unit) pairs with ``z > 0``;
+* ``r2``: the coefficient of determination of the best affine map from the block's input ``u_i`` (the output
+  of the previous activation, or the model input for the first) to the activation's output ``a_i``,
+
+  .. math::
+
+      R^2 = 1 - \\frac{\\min_{W, b} \\sum_i \\lVert a_i - W u_i - b \\rVert^2}{\\sum_i \\lVert a_i - \\bar a \\rVert^2},
+
+  fitted by least squares in float64. ``R² = 1`` when the block (an affine layer, then σ) is linear on the
+  data. With fewer than ``2(d + 1)`` examples for ``d`` input features an in-sample fit would be exact
+  whatever the block does, so the fit is then cross-validated (two folds, out-of-fold residuals: ``r2_method``
+  says which). Blocks with more than ``max_features`` input features get NaN.
+
+Activations are found by tracing the model with :mod:`torch.fx` (modules and functional calls alike); a model
+that cannot be traced falls back to forward hooks on activation modules.
+
+References
+----------
+.. [1] Y. Zhang, Z. Zhang, T. Luo, Z.-Q. J. Xu, "Embedding principle of loss landscape of deep neural
+   networks", NeurIPS 2021 (and "… in depth", 2022).
+.. [2] B. Hanin, D. Rolnick, "Deep ReLU networks have surprisingly few activation patterns", NeurIPS 2019.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from funnelscope.errors import FunnelscopeInputError
+from funnelscope.probes._common import _check_count, _evaluating, _load_inputs, _target_device
+from funnelscope.probes.curvature import model_output
+
+__all__ = ["COLUMNS", "layer_linearity"]
+
+ACTIVATION_MODULES = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU)
+ACTIVATION_FUNCTIONS = (torch.relu, torch.relu_, nn.functional.relu, nn.functional.relu_, nn.functional.leaky_relu,
+                        nn.functional.leaky_relu_, nn.functional.prelu, torch.prelu)
+ACTIVATION_METHODS = ("relu", "relu_")
+DEFAULT_MAX_FEATURES = 4096
+DEFAULT_BATCH_SIZE = 256
+COLUMNS = ("layer", "kind", "units", "n", "always_active", "always_inactive", "mean_active", "r2", "r2_method",
+           "input_features")
+
+
+def layer_linearity(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    batch_size: int | None = None,
+    max_features: int = DEFAULT_MAX_FEATURES,
+    device: torch.device | str | None = None,
+) -> pd.DataFrame:
+    """Per piecewise-linear activation: fractions of always-active and always-inactive units, and the R² of
+    the best affine map across its block (module docstring).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Run in eval mode; its modes are restored afterwards.
+    inputs : Tensor, ndarray, Dataset or DataLoader
+        ``n`` examples (the first element of each item for a Dataset or DataLoader).
+    batch_size : int, optional
+        Examples per forward pass (default 256); the result does not depend on it.
+    max_features : int, default 4096
+        Largest block input (features per example) for which ``r2`` is fitted.
+    device : torch device, optional
+
+    Returns
+    -------
+    DataFrame
+        One row per activation call, in execution order: ``layer`` (module name, or the traced node's name for
+        a functional call; ``#2``… for repeated calls of one module), ``kind``, ``units`` (features per example),
+        ``n``, ``always_active``, ``always_inactive``, ``mean_active``, ``r2``, ``r2_method`` (``in-sample``,
+        ``2-fold`` or ``skipped``), ``input_features``.
+
+    Raises
+    ------
+    FunnelscopeInputError
+        No piecewise-linear activation found, bad inputs or options.
+
+    Examples
+    --------
+    >>> torch.manual_seed(0) and None
+    >>> layer = nn.Linear(3, 4)
+    >>> with torch.no_grad():
+    ...     _ = layer.bias.fill_(100.0)  # every pre-activation positive: ReLU is the identity on the data
+    >>> frame = layer_linearity(nn.Sequential(layer, nn.ReLU()), torch.randn(50, 3))
+    >>> frame[["layer", "always_active", "always_inactive", "r2"]].round(6).values.tolist()
+    [['1', 1.0, 0.0, 1.0]]
+    """
+    if not isinstance(model, nn.Module):
+        raise FunnelscopeInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    batch_size = _check_count("batch_size", batch_size) or DEFAULT_BATCH_SIZE
+    max_features = _check_count("max_features", max_features)
+    if max_features is None:
+        raise FunnelscopeInputError("max_features=None must be a positive integer")
+    x, _ = _load_inputs(inputs)
+    target = _target_device(model, device)
+    recorder = _Recorder()
+    with _evaluating(model, target), torch.no_grad():
+        runner = _runner(model, recorder)
+        try:
+            for start in range(0, x.shape[0], batch_size):
+                batch = x[start : start + batch_size].to(target)
+                recorder.begin(batch)
+                try:
+                    model_output(runner(batch))
+                except FunnelscopeInputError:
+                    raise
+                except Exception as error:
+                    raise FunnelscopeInputError(
+                        f"the model rejected inputs of shape {tuple(batch.shape)} ({type(error).__name__}: {error})"
+                    ) from error
+        finally:
+            getattr(runner, "close", lambda: None)()
+    if not recorder.sites:
+        raise FunnelscopeInputError(
+            "no piecewise-linear activation (ReLU, LeakyReLU, PReLU, RReLU or their functional forms) was called"
+        )
+    rows = [site.row(max_features) for site in recorder.sites.values()]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+class _Site:
+    def __init__(self, name: str, kind: str) -> None:
+        self.name, self.kind = name, kind
+        self.active_counts: torch.Tensor | None = None
+        self.n = 0
+        self.inputs: list[torch.Tensor] = []
+        self.outputs: list[torch.Tensor] = []
+
+    def add(self, block_input: torch.Tensor, z: torch.Tensor, a: torch.Tensor) -> None:
+        count = z.shape[0]
+        active = (z.reshape(count, -1) > 0).sum(dim=0).cpu()
+        self.active_counts = active if self.active_counts is None else self.active_counts + active
+        self.n += count
+        self.inputs.append(block_input.reshape(count, -1).to("cpu", torch.float64))
+        self.outputs.append(a.reshape(count, -1).to("cpu", torch.float64))
+
+    def row(self, max_features: int) -> dict[str, Any]:
+        counts = self.active_counts.numpy()
+        u, a = torch.cat(self.inputs), torch.cat(self.outputs)
+        r2, method = _r2(u, a) if u.shape[1] <= max_features else (np.nan, "skipped")
+        return {
+            "layer": self.name, "kind": self.kind, "units": int(counts.size), "n": self.n,
+            "always_active": float(np.mean(counts == self.n)), "always_inactive": float(np.mean(counts == 0)),
+            "mean_active": float(counts.sum() / (self.n * counts.size)), "r2": r2, "r2_method": method,
+            "input_features": int(u.shape[1]),
+        }
+
+
+class _Recorder:
+    """Collects every activation call of a forward pass, in execution order."""
+
+    def __init__(self) -> None:
+        self.sites: dict[str, _Site] = {}
+        self.previous: torch.Tensor | None = None
+        self.calls: dict[str, int] = {}
+
+    def begin(self, batch: torch.Tensor) -> None:
+        self.previous, self.calls = batch, {}
+
+    def record(self, name: str, kind: str, z: torch.Tensor, a: torch.Tensor) -> None:
+        if not (isinstance(z, torch.Tensor) and isinstance(a, torch.Tensor)) or z.shape != a.shape:
+            return
+        self.calls[name] = self.calls.get(name, 0) + 1
+        key = name if self.calls[name] == 1 else f"{name}#{self.calls[name]}"
+        if key not in self.sites:
+            self.sites[key] = _Site(key, kind)
+        self.sites[key].add(self.previous, z, a)
+        self.previous = a
+
+
+def _runner(model: nn.Module, recorder: _Recorder) -> Callable[[torch.Tensor], Any]:
+    """A callable running ``model`` that reports activation calls to ``recorder`` (fx, else hooks)."""
+    try:
+        import torch.fx
+
+        graph_module = torch.fx.symbolic_trace(model)
+    except Exception:
+        return _hooked(model, recorder)
+    modules = dict(graph_module.named_modules())
+    interesting = {}
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), ACTIVATION_MODULES):
+            interesting[node.name] = (str(node.target), type(modules[node.target]).__name__)
+        elif node.op == "call_function" and node.target in ACTIVATION_FUNCTIONS:
+            interesting[node.name] = (node.name, getattr(node.target, "__name__", "relu"))
+        elif node.op == "call_method" and node.target in ACTIVATION_METHODS:
+            interesting[node.name] = (node.name, "relu")
+    if not interesting:
+        return _hooked(model, recorder)
+
+    class Interpreter(torch.fx.Interpreter):
+        def run_node(self, node: torch.fx.Node) -> Any:
+            if node.name not in interesting or not isinstance(node.args[0], torch.fx.Node):
+                return super().run_node(node)
+            z = self.env[node.args[0]].clone()  # before an in-place activation overwrites it
+            result = super().run_node(node)
+            recorder.record(*interesting[node.name], z, result)
+            return result
+
+    return lambda batch: Interpreter(graph_module).run(batch)
+
+
+def _hooked(model: nn.Module, recorder: _Recorder) -> Callable[[torch.Tensor], Any]:
+    """Forward hooks on activation modules (a pre-hook keeps the input of in-place ones); removed by ``close``."""
+    handles, pending = [], {}
+    for name, module in model.named_modules():
+        if not isinstance(module, ACTIVATION_MODULES):
+            continue
+
+        def keep(module: nn.Module, args: tuple, name: str = name) -> None:
+            pending[name] = args[0].clone()
+
+        def hook(module: nn.Module, args: tuple, output: Any, name: str = name) -> None:
+            recorder.record(name, type(module).__name__, pending.pop(name), output)
+
+        try:
+            handles += [module.register_forward_pre_hook(keep), module.register_forward_hook(hook)]
+        except Exception:  # TorchScript modules take no hooks
+            continue
+
+    def run(batch: torch.Tensor) -> Any:
+        return model(batch)
+
+    run.close = lambda: [handle.remove() for handle in handles]  # type: ignore[attr-defined]
+    return run
+
+
+def _r2(u: torch.Tensor, a: torch.Tensor) -> tuple[float, str]:
+    """R² of the least-squares affine map ``u ↦ a`` (in-sample, or two-fold cross-validated when n < 2(d+1))."""
+    n, d = u.shape
+    total = float(((a - a.mean(dim=0)) ** 2).sum())
+    if total == 0:
+        return 1.0, "in-sample"  # a constant output is an affine function of anything
+    design = torch.cat([u, torch.ones(n, 1, dtype=u.dtype)], dim=1)
+    if n >= 2 * (d + 1):
+        solution = torch.linalg.lstsq(design, a, driver="gelsd").solution
+        return 1.0 - float(((a - design @ solution) ** 2).sum()) / total, "in-sample"
+    folds = torch.arange(n) % 2 == 0
+    residual = 0.0
+    for train in (folds, ~folds):
+        solution = torch.linalg.lstsq(design[train], a[train], driver="gelsd").solution
+        residual += float(((a[~train] - design[~train] @ solution) ** 2).sum())
+    return 1.0 - residual / total, "2-fold"
