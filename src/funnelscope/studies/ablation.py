@@ -49,7 +49,8 @@ _METRICS = (("test_accuracy", "test accuracy"), ("delta_test_accuracy", "Δ test
 
 
 def _summarize(runs: pd.DataFrame, settings: dict[str, Any], outputs: StudyOutputs) -> None:
-    from funnelscope.report.study_plots import plot_bars
+    from funnelscope.report.study_plots import plot_bars, plot_histories
+    from funnelscope.studies.common import histories
 
     numeric = [c for c, _ in _METRICS if c in runs and c != "delta_test_accuracy"]
     table = runs.groupby("group", sort=False)[numeric].mean()
@@ -67,6 +68,10 @@ def _summarize(runs: pd.DataFrame, settings: dict[str, Any], outputs: StudyOutpu
                    "ablation", section=section, title="Ablation: accuracy and spectra per variant",
                    caption="One panel per quantity, one bar per variant (grey, with the dotted line: the baseline). "
                            "Compare the change in test accuracy with the change in each spectral metric.")
+    first = runs[runs["seed"] == runs["seed"].min()]
+    outputs.figure(plot_histories(histories(outputs.directory, first, list(first["group"]))), "training_curves",
+                   section="Training", title="Training curves per variant",
+                   caption="Training loss (log scale) and test accuracy per epoch for each variant (first seed).")
     columns = [c for c in ("run_id", "group", "seed", "momentum", "weight_decay", "normalize", "augment",
                            "train_accuracy", "test_accuracy", "gap", *numeric[3:]) if c in runs]
     outputs.table(runs[columns], "runs", section="Runs", title="Runs", caption="Every run of the ablation.")
