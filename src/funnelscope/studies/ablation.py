@@ -75,7 +75,7 @@ def _summarize(runs: pd.DataFrame, settings: dict[str, Any], outputs: StudyOutpu
     columns = [c for c in ("run_id", "group", "seed", "momentum", "weight_decay", "normalize", "augment",
                            "train_accuracy", "test_accuracy", "gap", *numeric[3:]) if c in runs]
     outputs.table(runs[columns], "runs", section="Runs", title="Runs", caption="Every run of the ablation.")
-    worst = table[table["variant"] != "baseline"].sort_values("delta_test_accuracy").iloc[0]
+    worst = table[~table["variant"].isin(["baseline", "none"])].sort_values("delta_test_accuracy").iloc[0]
     everything = table[table["variant"] == "none"].iloc[0]
     outputs.headline_number("baseline test accuracy", fmt(float(table.loc[0, "test_accuracy"])))
     outputs.headline_number(f"largest single-removal drop ({worst['variant']})",
