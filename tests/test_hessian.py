@@ -188,3 +188,7 @@ def test_bad_data() -> None:
         hessian_spectrum(model, (x[:0], y[:0]))
     with pytest.raises(FunnelscopeInputError, match="integer labels"):
         hessian_spectrum(model, (x, y.double()))
+    with pytest.raises(FunnelscopeInputError, match=r"rejected inputs of shape \(40, 5\)"):
+        hessian_spectrum(model, (torch.randn(40, 5, dtype=torch.float64), y))
+    with pytest.raises(FunnelscopeInputError, match="the loss failed"):
+        hessian_spectrum(model, (x, y + 3))  # labels beyond the 3 classes

@@ -138,6 +138,7 @@ def test_pca_plane_from_a_trajectory() -> None:
     (lambda m, d: landscape_plane(m, d, directions="eigen"), "directions='eigen'"),
     (lambda m, d: landscape_plane(m, d, directions="pca"), "needs a trajectory"),
     (lambda m, d: landscape_plane(m, d, span=-1), "span=-1"),
+    (lambda m, d: landscape_line(m, m, (torch.randn(6, 2, 6, 6), d[1])), "rejected inputs of shape"),
     (lambda m, d: landscape_plane(m, d, points=4, workers=2, loss_fn=lambda o, t: (o[:, 0] - t) ** 2),
      "use workers=1"),
 ])

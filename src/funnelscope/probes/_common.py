@@ -21,8 +21,10 @@ __all__ = [
     "_check_count",
     "_collect",
     "_evaluating",
+    "_forward_checked",
     "_load_inputs",
     "_progress_bar",
+    "_short_error",
     "_target_device",
 ]
 
@@ -143,3 +145,22 @@ def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[i
         yield lambda steps=1: bar.advance(task, steps)
     finally:
         bar.stop()
+
+
+def _short_error(error: BaseException) -> str:
+    """One line of an exception's message: the last ``…Error: …`` line of a TorchScript traceback, else the first."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    errors = [line for line in lines if line.split(":", 1)[0].endswith(("Error", "Exception"))]
+    return (errors[-1] if errors else lines[0]).rstrip(".")
+
+
+def _forward_checked(model: nn.Module, x: torch.Tensor) -> Any:
+    """``model(x)``, a :class:`FunnelscopeInputError` naming the input shape if the model rejects it."""
+    try:
+        return model(x)
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as error:
+        raise FunnelscopeInputError(
+            f"the model rejected inputs of shape {tuple(x.shape)}: {_short_error(error)}"
+        ) from error

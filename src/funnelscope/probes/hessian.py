@@ -31,9 +31,16 @@ import torch
 from torch import nn
 
 from funnelscope.errors import FunnelscopeInputError
-from funnelscope.probes._common import _check_count, _evaluating, _progress_bar, _target_device
-from funnelscope.probes._loss import as_batches, resolve_loss
-from funnelscope.probes.curvature import HVP_METHODS, CurvatureProducts
+from funnelscope.probes._common import (
+    _check_count,
+    _evaluating,
+    _forward_checked,
+    _progress_bar,
+    _short_error,
+    _target_device,
+)
+from funnelscope.probes._loss import as_batches, loss_sum, resolve_loss
+from funnelscope.probes.curvature import HVP_METHODS, CurvatureProducts, model_output
 from funnelscope.spectra.lanczos import SpectralDensity, _seed, lanczos, stochastic_lanczos_quadrature
 
 __all__ = ["HessianDensity", "HessianSpectrum", "hessian_spectrum"]
@@ -289,13 +296,13 @@ def hessian_spectrum(
 
     with _evaluating(model, target):
         batches = batches.to(target)
+        value = _loss_value(model, batches, loss)
         ops = CurvatureProducts(model, batches, loss, method=hvp)
         dim = ops.dim
         steps = min(lanczos_steps, dim)
         planned = steps * (1 + gauss_newton) + (probes * min(lanczos_steps, dim) if density else probes * trace)
         with _progress_bar(progress, planned, "Hessian-vector products") as advance:
             ops.on_product = advance
-            value = _loss_value(model, batches, loss)
             top, top_res, bottom, bottom_res = _extremes(ops.hessian_matmat, dim, steps, top_k, bottom_k,
                                                          generator, target)
             gn_top = np.array([])
@@ -375,12 +382,19 @@ def _broaden(sld: SpectralDensity, width: float | None) -> HessianDensity:
 
 @torch.no_grad()
 def _loss_value(model: nn.Module, batches, loss_fn) -> float:
-    from funnelscope.probes._loss import loss_sum
-    from funnelscope.probes.curvature import model_output
-
+    """``L(θ)``; the first place a model that rejects the data, or a loss that does not fit it, is caught."""
     total = 0.0
     for x, y in batches.batches:
-        total += float(loss_sum(loss_fn, model_output(model(x)), y).double())
+        output = model_output(_forward_checked(model, x))
+        try:
+            total += float(loss_sum(loss_fn, output, y).double())
+        except FunnelscopeInputError:
+            raise
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            raise FunnelscopeInputError(
+                f"the loss failed on outputs of shape {tuple(output.shape)} and targets of shape "
+                f"{tuple(y.shape)}: {_short_error(error)}"
+            ) from error
     return total / batches.n
 
 

@@ -40,7 +40,14 @@ import torch
 from torch import nn
 
 from funnelscope.errors import FunnelscopeInputError
-from funnelscope.probes._common import _check_count, _evaluating, _progress_bar
+from funnelscope.probes._common import (
+    _check_count,
+    _evaluating,
+    _forward_checked,
+    _progress_bar,
+    _short_error,
+    _target_device,
+)
 from funnelscope.probes._loss import Batches, accuracy_count, as_batches, loss_sum, resolve_loss
 from funnelscope.probes.curvature import model_output
 from funnelscope.probes.directions import (
@@ -405,6 +412,7 @@ class _Spec:
             raise FunnelscopeInputError("data is an empty dict")
         datasets = {str(name): as_batches(value, batch_size=batch_size, name=str(name))
                     for name, value in named.items()}
+        _check_model(model, datasets, resolve_loss(loss_fn))
         bn_batches = None
         if bn == "recompute":
             source = bn_data if bn_data is not None else named.get("train", next(iter(named.values())))
@@ -432,6 +440,23 @@ class _Spec:
         state = dict(self.__dict__)
         state["model"] = None
         return state
+
+
+@torch.no_grad()
+def _check_model(model: nn.Module, datasets: dict[str, Batches], loss_fn: Any) -> None:
+    """The model takes every data set's inputs and the loss fits its outputs (a clean error before any work)."""
+    device = _target_device(model, None)
+    with _evaluating(model, device):
+        for name, batches in datasets.items():
+            x, y = batches.batches[0]
+            output = model_output(_forward_checked(model, x[:2].to(device)))
+            try:
+                loss_sum(loss_fn, output, y[:2].to(device))
+            except FunnelscopeInputError:
+                raise
+            except (RuntimeError, ValueError, TypeError, IndexError) as error:
+                raise FunnelscopeInputError(f"{name}: the loss failed on the model's outputs of shape "
+                                            f"{tuple(output.shape)}: {_short_error(error)}") from error
 
 
 def _buffer_difference(model_a: nn.Module, model_b: nn.Module) -> Direction:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from funnelscope.errors import FunnelscopeInputError
-from funnelscope.probes._common import _check_count, _evaluating, _load_inputs, _target_device
+from funnelscope.probes._common import _check_count, _evaluating, _load_inputs, _short_error, _target_device
 from funnelscope.probes.curvature import model_output
 
 __all__ = ["COLUMNS", "layer_linearity"]
@@ -122,7 +122,7 @@ def layer_linearity(
                     raise
                 except Exception as error:
                     raise FunnelscopeInputError(
-                        f"the model rejected inputs of shape {tuple(batch.shape)} ({type(error).__name__}: {error})"
+                        f"the model rejected inputs of shape {tuple(batch.shape)}: {_short_error(error)}"
                     ) from error
         finally:
             getattr(runner, "close", lambda: None)()
