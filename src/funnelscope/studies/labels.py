@@ -35,11 +35,13 @@ __all__ = ["LABELS"]
 
 _NOISE = {"tiny": [0.0, 1.0], "quick": [0.0, 0.5, 1.0], "demo": [0.0, 0.25, 0.5, 0.75, 1.0],
           "full": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]}
-_EPOCHS = {"tiny": 3, "quick": 15, "demo": 40, "full": 100}
+_EPOCHS = {"tiny": 3, "quick": 15, "demo": 150, "full": 200}
+_DEMO = {"width": 256, "jacobian_n": 450}  # the demo: ~3 minutes on two cores, random labels mostly memorised
 
 
 def _settings(size: str) -> dict[str, Any]:
-    return {**base_settings(size, epochs=_EPOCHS[size], lr=0.05), "label_noises": _NOISE[size],
+    extra = _DEMO if size == "demo" else {}
+    return {**base_settings(size, epochs=_EPOCHS[size], lr=0.05, **extra), "label_noises": _NOISE[size],
             "seeds": 2 if size == "full" else 1}
 
 
