@@ -703,8 +703,8 @@ def demo(
     ),
     workers: Annotated[int, typer.Option(help="Runs in parallel in a local process pool.")] = 2,
 ) -> None:
-    """Train MLPs on digits with true, partially and fully shuffled labels (the labels study, about three
-    minutes on two cores, 1.5–3 minutes), compare their spectra, and write the report."""
+    """Train MLPs on digits with true, partially and fully shuffled labels (the labels study, under three
+    minutes on two cores), compare their spectra, and write the report."""
     from funnelscope.studies.catalog import get_study
     from funnelscope.studies.study import run_study
 
