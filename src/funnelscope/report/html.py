@@ -389,7 +389,8 @@ def _render_figure(item: ReportItem) -> str:
     except OSError as error:
         raise FunnelscopeInputError(f"figure {item.file!r}: cannot be read ({error})") from None
     size = _check_figure(item, data)
-    wide = size is not None and size[0] > 1.6 * size[1]
+    # a multi-panel figure (wide, or simply large) gets the full row: at half width its text would be unreadable
+    wide = size is not None and (size[0] > 1.6 * size[1] or size[0] >= 900)
     alt = item.title or Path(item.file).name
     title = f'<h3 class="figure-title">{_esc(item.title)}</h3>' if item.title else ""
     caption = f"<figcaption>{_esc(item.caption)}</figcaption>" if item.caption else ""
