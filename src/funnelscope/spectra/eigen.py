@@ -8,18 +8,14 @@ a symmetric eigen-solver (values only).
 
 * On CUDA (and other accelerators): ``baddbmm`` and ``torch.linalg.eigvalsh``, batched (cuSOLVER).
 * On the CPU: the Gram by ``dsyrk`` (one triangle: half the flops of a matrix product) and ``syevd`` through
-  numpy/scipy's LAPACK; a batch of small matrices is spread over one thread per core, each matrix on one
-  BLAS thread. The tridiagonal reduction of ``syevd`` is bound by memory traffic, not flops, so several
-  single-threaded solves run side by side finish about twice as fast on two cores as ``torch.linalg.eigvalsh``
-  looping over the batch with every thread on one matrix (``benchmarks/weights_vs_weightwatcher.py``).
+  numpy's LAPACK, one BLAS thread for small Grams (threads cost more than they give there) and every thread
+  for large ones.
 
 The Gram squares the condition number: eigenvalues below about ``λ_max · 1e-15`` are rounding noise. Where
 small singular values matter (rank collapse), ``method="svd"`` computes ``σ`` directly.
 """
 
 from __future__ import annotations
-
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -30,7 +26,8 @@ __all__ = ["add_lower_gram", "gram_eigenvalues", "symmetric_eigenvalues"]
 
 _CHUNK_ELEMENTS = 1 << 24  # float64 elements converted at a time per batch (128 MiB)
 _GRAM_BLOCK = 256  # row block of the accelerator route of add_lower_gram
-_THREADED_FROM = 1024  # Grams this large: one at a time on every BLAS thread; smaller: one per thread
+_THREADED_FROM = 1024  # Grams this large use every BLAS thread; smaller ones one thread
+_THREADED_WORK = 1 << 31  # a single small Gram with this many multiply-adds still uses every BLAS thread
 _controller: ThreadpoolController | None = None
 
 
@@ -76,7 +73,7 @@ def gram_eigenvalues(
     if method == "svd":
         values = torch.stack([_svd_squared(one.to(target, torch.float64)) for one in batch])
     elif target.type == "cpu":
-        values = torch.from_numpy(_cpu_batch(batch, _gram_eigenvalues_cpu))
+        values = _cpu_gram_eigenvalues(batch)
     else:
         gram = _gram(batch, target)
         finite = torch.isfinite(gram).flatten(1).all(dim=1)
@@ -93,25 +90,28 @@ def symmetric_eigenvalues(matrix: torch.Tensor) -> torch.Tensor:
     if matrix.device.type != "cpu":
         return torch.linalg.eigvalsh(matrix)
     batch = matrix.reshape(-1, *matrix.shape[-2:])
-    values = _cpu_batch(batch, lambda one: np.linalg.eigvalsh(one.numpy(), UPLO="L"))
+    values = np.stack([np.linalg.eigvalsh(one.numpy(), UPLO="L") for one in batch])
     return torch.from_numpy(values).reshape(matrix.shape[:-1])
 
 
-def _cpu_batch(batch: torch.Tensor, solve: object) -> np.ndarray:
-    """``solve`` each matrix of a batch: large ones (``cols ≥ 1024``) one after the other on every BLAS
-    thread; smaller ones side by side, one per thread, each on a single BLAS thread (measured on 2 cores:
-    threaded BLAS loses on small Grams, and two single-threaded large solves side by side gain nothing)."""
+def _cpu_gram_eigenvalues(batch: torch.Tensor) -> torch.Tensor:
+    """Gram eigenvalues of a (count, rows ≥ cols, cols) batch on the CPU: ``dsyrk`` (half the flops of a
+    product) and numpy's ``syevd``, one matrix after the other.
+
+    A small Gram (``cols < 1024`` and fewer than ``2³¹`` multiply-adds) runs on one BLAS thread: measured on two
+    cores, threads cost more than they give there. Running small Grams side by side in a thread pool gains
+    nothing: numpy's and scipy's LAPACK wrappers hold the GIL, and torch's single-threaded ``eigvalsh`` is
+    slower than numpy's (24 Grams of 1536 × 384 on two cores: 0.31 s here, 0.24 s through torch in two
+    threads, 0.40 s batched through torch on two threads).
+    """
     global _controller
-    workers = min(len(batch), torch.get_num_threads())
-    if batch.shape[-1] >= _THREADED_FROM:
-        return np.stack([solve(one) for one in batch])
+    _, rows, cols = batch.shape
+    if cols >= _THREADED_FROM or rows * cols * cols >= _THREADED_WORK:
+        return torch.from_numpy(np.stack([_gram_eigenvalues_blas(one) for one in batch]))
     if _controller is None:
         _controller = ThreadpoolController()  # inspecting the loaded BLAS libraries takes a while: once
     with _controller.limit(limits=1, user_api="blas"):
-        if workers <= 1:
-            return np.stack([solve(one) for one in batch])
-        with ThreadPoolExecutor(workers) as pool:
-            return np.stack(list(pool.map(solve, batch)))
+        return torch.from_numpy(np.stack([_gram_eigenvalues_blas(one) for one in batch]))
 
 
 def add_lower_gram(gram: torch.Tensor, rows: torch.Tensor) -> None:
@@ -151,7 +151,7 @@ def add_lower_gram(gram: torch.Tensor, rows: torch.Tensor) -> None:
             target[...] = out
 
 
-def _gram_eigenvalues_cpu(matrix: torch.Tensor) -> np.ndarray:
+def _gram_eigenvalues_blas(matrix: torch.Tensor) -> np.ndarray:
     """``eigvalsh(AᵀA)`` of one (rows ≥ cols) matrix: float64 ``dsyrk``, lower triangle."""
     cols = matrix.shape[1]
     gram = torch.zeros(cols, cols, dtype=torch.float64)
