@@ -203,7 +203,8 @@ def landscape_line(
         Batch size for tensor data (default 256).
     workers : int, optional
         Processes evaluating grid points; 1 runs inline; default one per 25 points, at most the usable cores
-        (inline on a non-CPU device).
+        (inline on a non-CPU device, and when the main script was read from stdin, which spawned processes
+        cannot re-import).
     device : torch device, optional
     progress : bool
         A progress bar over the grid points on stderr.
@@ -476,6 +477,8 @@ def _evaluate(spec: _Spec, coordinates: list[tuple[float, ...]], *, workers: int
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         workers = 1 if target.type != "cpu" else max(1, min(usable, len(coordinates) // POINTS_PER_WORKER))
     workers = min(workers, len(coordinates))
+    if workers > 1 and not _spawn_can_start():
+        workers = 1
     with _progress_bar(progress, len(coordinates), "grid points") as advance:
         if workers == 1:
             model = spec.fresh_model(target)
@@ -498,14 +501,31 @@ def _evaluate(spec: _Spec, coordinates: list[tuple[float, ...]], *, workers: int
         chunks = [chunk for chunk in chunks if chunk]
         results: list[list[dict] | None] = [None] * len(coordinates)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                                 initargs=(pickle.dumps(spec),)) as pool:
-            futures = {pool.submit(_worker_run, [coordinates[i] for i in chunk]): chunk for chunk in chunks}
-            for future in as_completed(futures):
-                for index, rows in zip(futures[future], future.result(), strict=True):
-                    results[index] = rows
-                advance(len(futures[future]))
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                     initargs=(pickle.dumps(spec),)) as pool:
+                futures = {pool.submit(_worker_run, [coordinates[i] for i in chunk]): chunk for chunk in chunks}
+                for future in as_completed(futures):
+                    for index, rows in zip(futures[future], future.result(), strict=True):
+                        results[index] = rows
+                    advance(len(futures[future]))
+        except BrokenProcessPool as error:
+            raise FunnelscopeInputError(
+                "the worker processes could not load the model (a class defined in a notebook or in __main__ "
+                "cannot be imported by a fresh process): use workers=1"
+            ) from error
         return results  # type: ignore[return-value]
+
+
+def _spawn_can_start() -> bool:
+    """A spawned process re-imports the parent's ``__main__`` from its file: impossible when it was read from
+    stdin (``python -``); then the grid is evaluated inline."""
+    import sys
+
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.exists(main_file)
 
 
 _WORKER_SPEC: _Spec | None = None

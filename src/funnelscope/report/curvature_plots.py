@@ -162,18 +162,23 @@ def plot_landscape_plane(plane: LandscapePlane, *, dataset: str | None = None, t
             contour_ax.annotate(row.label, (row.x, row.y), xytext=(4, 4), textcoords="offset points",
                                 color="white", fontsize=9, fontweight="bold")
     elif plane.x[0] < 0 < plane.x[-1]:
-        contour_ax.plot(0, 0, "*", color=FIT_COLOR, ms=8)
+        contour_ax.plot(0, 0, "*", color=FIT_COLOR, mec="white", ms=12)
+        contour_ax.annotate("model", (0, 0), xytext=(6, 6), textcoords="offset points", color="white", fontsize=8,
+                            fontweight="bold")
+    contour_ax.grid(False)
     axis_names = {"filter": ("d₁ (filter-normalised)", "d₂ (filter-normalised)"), "pca": ("PC 1", "PC 2"),
                   "models": ("towards B", "towards C (orthogonalised)")}[plane.directions]
     contour_ax.set_xlabel(axis_names[0])
     contour_ax.set_ylabel(axis_names[1])
     contour_ax.set_aspect("auto")
-    clipped = np.minimum(loss, np.percentile(loss, 98))
-    surface_ax.plot_surface(xx, yy, clipped, cmap="viridis", linewidth=0, antialiased=True, alpha=0.95)
-    surface_ax.set_xlabel(axis_names[0], fontsize=7)
-    surface_ax.set_ylabel(axis_names[1], fontsize=7)
-    surface_ax.set_zlabel("loss (clipped at 98th pct.)", fontsize=7)
-    surface_ax.tick_params(labelsize=6)
+    clipped = np.minimum(log_loss, levels[-1])  # the contour's scale: log₁₀ loss, the top 2 % clipped
+    surface_ax.plot_surface(xx, yy, clipped, cmap="viridis", vmin=levels[0], vmax=levels[-1], linewidth=0,
+                            antialiased=True, alpha=0.95)
+    surface_ax.set_xlabel(axis_names[0], fontsize=7, labelpad=-2)
+    surface_ax.set_ylabel(axis_names[1], fontsize=7, labelpad=-2)
+    surface_ax.set_zlabel("log₁₀ loss", fontsize=7, labelpad=-2)
+    surface_ax.tick_params(labelsize=6, pad=0)
+    surface_ax.set_box_aspect(None, zoom=0.88)
     surface_ax.view_init(elev=35, azim=-60)
     figure.suptitle(title or f"loss on a plane ({plane.directions} directions, {len(plane.x)}×{len(plane.y)} "
                              f"points, BatchNorm: {plane.bn})")
