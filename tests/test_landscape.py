@@ -119,6 +119,20 @@ def test_plane_in_worker_processes_equals_inline_and_three_model_plane() -> None
     assert plane.x[0] == pytest.approx(min(0, markers.loc["C", "x"]) - 0.5)
 
 
+def test_automatic_workers_stay_inline_for_a_quick_grid_and_without_a_main_file(monkeypatch) -> None:
+    import sys
+
+    from funnelscope.probes import landscape
+
+    model, test = cnn(0), data(1, 10)
+    monkeypatch.setattr(landscape, "_worker_init", None)  # a pool would fail: the grid must run inline
+    quick = landscape_plane(model, test, points=3, seed=0)
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", "<stdin>", raising=False)
+    assert not landscape._spawn_can_start()
+    from_stdin = landscape_plane(model, test, points=3, seed=0, workers=2)
+    pd.testing.assert_frame_equal(quick.frame, from_stdin.frame)
+
+
 def test_pca_plane_from_a_trajectory() -> None:
     model = cnn(0)
     trajectory = [cnn(seed).state_dict() for seed in (3, 4, 5)] + [model.state_dict()]

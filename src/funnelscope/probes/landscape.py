@@ -65,7 +65,7 @@ __all__ = ["BN_MODES", "LandscapeLine", "LandscapePlane", "landscape_line", "lan
 
 BN_MODES = ("keep", "recompute")
 PLANE_DIRECTIONS = ("filter", "pca")
-POINTS_PER_WORKER = 25  # workers=None: one process per 25 grid points, at most one per usable core
+AUTO_POOL_SECONDS = 30.0  # workers=None: processes only when the rest of the grid would take longer inline
 _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 
@@ -202,9 +202,11 @@ def landscape_line(
     batch_size : int, optional
         Batch size for tensor data (default 256).
     workers : int, optional
-        Processes evaluating grid points; 1 runs inline; default one per 25 points, at most the usable cores
-        (inline on a non-CPU device, and when the main script was read from stdin, which spawned processes
-        cannot re-import).
+        Processes evaluating grid points (``spawn``, one torch thread each); 1 runs inline. Default: inline,
+        unless timing the first points predicts more than 30 s for the rest of the grid; then one process per
+        usable core (always inline on a non-CPU device, and when the main script was read from stdin, which
+        spawned processes cannot re-import). On 2 cores a 21 × 21 plane of the digits CNN runs faster inline
+        (``benchmarks/hessian.py``): starting the processes costs more than they save.
     device : torch device, optional
     progress : bool
         A progress bar over the grid points on stderr.
@@ -473,33 +475,43 @@ def _evaluate(spec: _Spec, coordinates: list[tuple[float, ...]], *, workers: int
         target = torch.device(device) if device is not None else torch.device("cpu")
     except (RuntimeError, TypeError) as err:
         raise FunnelscopeInputError(f"device={device!r} is not a torch device") from err
-    if workers is None:
+    auto = workers is None
+    if auto:
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        workers = 1 if target.type != "cpu" else max(1, min(usable, len(coordinates) // POINTS_PER_WORKER))
+        workers = usable if target.type == "cpu" else 1
     workers = min(workers, len(coordinates))
     if workers > 1 and not _spawn_can_start():
         workers = 1
+    if auto and workers > 1 and not _picklable(spec.loss_fn):
+        workers = 1
+    results: list[list[dict] | None] = [None] * len(coordinates)
     with _progress_bar(progress, len(coordinates), "grid points") as advance:
-        if workers == 1:
-            model = spec.fresh_model(target)
-            spec.model = model
-            results = []
-            for point in coordinates:
-                results.append(_evaluate_point(spec, point, target))
+        done = 0
+        if workers == 1 or auto:
+            spec.model = spec.fresh_model(target)
+            for index, point in enumerate(coordinates):
+                started = time.perf_counter()
+                results[index] = _evaluate_point(spec, point, target)
                 advance()
-            return results
-        try:
-            pickle.dumps(spec.loss_fn)
-        except Exception as error:
+                done = index + 1
+                # auto: the second point (the first warms up) times the rest of the grid inline; worker
+                # processes (a few seconds to start, one thread each) only pay off beyond AUTO_POOL_SECONDS
+                if auto and workers > 1 and index == 1:
+                    if (time.perf_counter() - started) * (len(coordinates) - done) > AUTO_POOL_SECONDS:
+                        break
+                    workers = 1
+            if done == len(coordinates):
+                return results  # type: ignore[return-value]
+        if not _picklable(spec.loss_fn):
             raise FunnelscopeInputError(
-                f"loss_fn={spec.loss_fn!r} cannot be sent to worker processes ({error}): use workers=1"
-            ) from error
+                f"loss_fn={spec.loss_fn!r} cannot be sent to worker processes (it cannot be pickled): use workers=1"
+            )
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        chunks = [list(range(i, len(coordinates), workers * 4)) for i in range(workers * 4)]
+        rest = list(range(done, len(coordinates)))
+        chunks = [rest[i :: workers * 4] for i in range(workers * 4)]
         chunks = [chunk for chunk in chunks if chunk]
-        results: list[list[dict] | None] = [None] * len(coordinates)
         context = multiprocessing.get_context("spawn")
         from concurrent.futures.process import BrokenProcessPool
 
@@ -517,6 +529,14 @@ def _evaluate(spec: _Spec, coordinates: list[tuple[float, ...]], *, workers: int
                 "cannot be imported by a fresh process): use workers=1"
             ) from error
         return results  # type: ignore[return-value]
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
 
 
 def _spawn_can_start() -> bool:
