@@ -140,3 +140,18 @@ def test_each_study_writes_figures_tables_and_three_headline_numbers(name: str, 
         assert {"train_accuracy", "test_accuracy", "gap", "alpha_mean", "jac_lambda_max"} <= set(runs)
         history = pd.read_parquet(tmp_path / "runs" / runs["run_id"].iloc[0] / "history.parquet")
         assert {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy"} <= set(history)
+
+
+def test_a_runs_hessian_columns_are_the_probes_own_numbers(tmp_path: Path) -> None:
+    # the run records what hessian_spectrum reports: its top eigenvalues and its outlier count (an int)
+    from funnelscope import hessian_spectrum
+    from funnelscope.datasets import LabelledData
+    from funnelscope.studies.experiment import _hessian
+
+    torch.manual_seed(0)
+    model = build_model("mlp", input_shape=(64,), num_classes=10, width=8, depth=1, batch_norm=False)
+    x, y = torch.rand(64, 64), torch.arange(64) % 10
+    recorded = _hessian(model, LabelledData(x, y, "tiny"), {"hessian_top_k": 3, "seed": 0}, tmp_path)
+    direct = hessian_spectrum(model, (x, y), top_k=3, trace=True, seed=0, device="cpu")
+    assert recorded["hessian_outliers"] == (direct.outliers if direct.outliers is not None else -1)
+    assert recorded["hessian_top1"] == pytest.approx(float(np.max(direct.top_eigenvalues)), rel=1e-9)

@@ -184,8 +184,8 @@ def _hessian(model: torch.nn.Module, data: LabelledData, spec: dict[str, Any], r
     pd.DataFrame({"rank": np.arange(1, len(top) + 1), "eigenvalue": top}).to_parquet(run_dir / "hessian.parquet")
     out: dict[str, Any] = {f"hessian_top{i + 1}": float(top[i]) if i < len(top) else math.nan for i in range(k)}
     out["hessian_trace"] = float(result.trace) if result.trace is not None else math.nan
-    outliers = getattr(result, "outliers", None)
-    out["hessian_outliers"] = int(np.size(outliers)) if outliers is not None else -1
+    # outliers: the count above the bulk (None when the probe could not tell); -1 keeps the column integer
+    out["hessian_outliers"] = int(result.outliers) if result.outliers is not None else -1
     out["hessian_status"] = "ok"
     return out
 
