@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -14,13 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from funnelscope import FunnelscopeInputError, hessian_spectrum
 from funnelscope.probes.hessian import count_outliers
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

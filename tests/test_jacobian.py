@@ -7,8 +7,6 @@ Every reference is computed independently of the probe: the softmax-regression J
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -18,14 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.probes.jacobian import SUMMARY_KEYS, jacobian_spectrum
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """These problems are tiny: one intra-op thread avoids OpenMP hand-offs that dominate on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def float64_mlp(d: int = 8, k: int = 10, hidden: int = 16, seed: int = 0) -> nn.Module:

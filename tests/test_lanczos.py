@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -11,14 +9,7 @@ import torch
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.spectra.lanczos import lanczos, stochastic_lanczos_quadrature, top_eigenvalues
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """These problems are tiny: one intra-op thread avoids OpenMP hand-offs that dominate on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_psd(dim: int, rank: int, seed: int) -> torch.Tensor:

@@ -4,7 +4,6 @@ recomputation against a hand-computed one, worker processes against the inline e
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -16,13 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from funnelscope import FunnelscopeInputError, landscape_line, landscape_plane
 from funnelscope.probes.directions import filter_normalized_direction, norm, parameters_of
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cnn(seed: int, batch_norm: bool = False) -> nn.Module:

@@ -306,24 +306,14 @@ def jacobian(
 ) -> None:
     """The ESD of the data Jacobian Gram M = 𝒥𝒥ᵀ of each model over DATA: power-law α, λ_max, ranks,
     the diagonal and its link to confidence; several models are reported side by side."""
-    from funnelscope.datasets import load_data
-    from funnelscope.models.loading import load_model
     from funnelscope.probes.jacobian import jacobian_spectrum
 
-    if len(models_and_data) < 2:
-        raise FunnelscopeInputError("give at least one MODEL and then DATA")
-    if plots and out is None:
-        raise FunnelscopeInputError("--plots needs --out DIR to write the figures to")
-    specs, data_spec = models_and_data[:-1], models_and_data[-1]
-    if weights_file is not None and len(specs) > 1:
-        raise FunnelscopeInputError("--weights goes with a single module:factory MODEL")
-    kwargs = _parse_factory_args(factory_args or [])
-    data = load_data(data_spec, limit=n)
+    models, data = _models_and_data(models_and_data, weights_file=weights_file, factory_args=factory_args, n=n,
+                                    trust_pickle=trust_pickle, plots=plots, out=out, labelled=False)
     results = {}
-    for spec in specs:
-        model = load_model(spec, weights=weights_file, factory_kwargs=kwargs, trust_pickle=trust_pickle)
-        console.print(f"[bold]{spec}[/]: Jacobian Gram of {data.name}, n={len(data)}", highlight=False)
-        results[_unique_label(spec, results)] = jacobian_spectrum(
+    for label, model in models.items():
+        console.print(f"[bold]{label}[/]: Jacobian Gram of {data.name}, n={len(data)}", highlight=False)
+        results[label] = jacobian_spectrum(
             model, data.x, data.y, output=output, method=method, probes=probes, seed=seed,
             batch_size=batch_size, device=device, keep_gram=plots and len(data) <= GRAM_IMAGE_LIMIT,
         )
@@ -421,10 +411,11 @@ HESSIAN_ROWS = ("n", "dim", "method", "loss", "lambda_max", "lambda_min", "gn_la
                 "outliers", "bulk_edge", "products", "seconds")
 
 
-def _curvature_inputs(models_and_data: list[str], *, weights_file: Path | None, factory_args: list[str] | None,
+def _models_and_data(models_and_data: list[str], *, weights_file: Path | None, factory_args: list[str] | None,
                       n: int | None, trust_pickle: bool, plots: bool, out: Path | None,
                       labelled: bool = True) -> tuple[dict, object]:
-    """Models (label → module) and data of a curvature command, checked before any work."""
+    """Models (label → module) and data of a ``MODEL... DATA`` command, checked before any work (``labelled``:
+    the data must have labels)."""
     from funnelscope.datasets import load_data
     from funnelscope.models.loading import load_model
 
@@ -482,7 +473,7 @@ def hessian(
 
     from funnelscope.probes.hessian import hessian_spectrum
 
-    models, data = _curvature_inputs(models_and_data, weights_file=weights_file, factory_args=factory_args, n=n,
+    models, data = _models_and_data(models_and_data, weights_file=weights_file, factory_args=factory_args, n=n,
                                      trust_pickle=trust_pickle, plots=plots, out=out)
     results = {}
     for label, model in models.items():
@@ -554,7 +545,7 @@ def landscape(
     from funnelscope.datasets import load_data
     from funnelscope.probes.landscape import landscape_line, landscape_plane
 
-    models, data = _curvature_inputs(models_and_data, weights_file=weights_file, factory_args=factory_args, n=n,
+    models, data = _models_and_data(models_and_data, weights_file=weights_file, factory_args=factory_args, n=n,
                                      trust_pickle=trust_pickle, plots=plots, out=out)
     if len(models) > 3:
         raise FunnelscopeInputError(f"give one, two or three models, got {len(models)}")
@@ -621,7 +612,7 @@ def linearity(
     units, and the R² of the best affine map across its block."""
     from funnelscope.probes.linearity import layer_linearity
 
-    models, data = _curvature_inputs(models_and_data, weights_file=weights_file, factory_args=factory_args, n=n,
+    models, data = _models_and_data(models_and_data, weights_file=weights_file, factory_args=factory_args, n=n,
                                      trust_pickle=trust_pickle, plots=plots, out=out, labelled=False)
     frames = {}
     for label, model in models.items():
