@@ -496,7 +496,7 @@ def render_report(study: StudyContents, *, title: str | None = None, max_rows: i
     anchors = {name: f"{_anchor(name)}-{number}" for number, name in enumerate(sections, start=1)}
     toc = [(anchors[name], name) for name in sections]
     if study.runs is not None:
-        toc.append(("runs", "Runs"))
+        toc.append(("runs", "All runs" if "Runs" in sections else "Runs"))
     toc.append(("settings", "Settings and versions"))
 
     status = (
@@ -544,7 +544,7 @@ def render_report(study: StudyContents, *, title: str | None = None, max_rows: i
         parts.append("</section>")
 
     if study.runs is not None:
-        parts.append('<section id="runs"><h2>Runs</h2>')
+        parts.append(f'<section id="runs"><h2>{"All runs" if "Runs" in sections else "Runs"}</h2>')
         parts.append(
             '<p class="caption">One row per finished run: its knobs, final accuracies and losses, and '
             "scalar metrics.</p>"
