@@ -304,8 +304,9 @@ def jacobian(
     plots: PlotsFlag = False,
     trust_pickle: TrustPickleFlag = False,
 ) -> None:
-    """The ESD of the data Jacobian Gram M = 𝒥𝒥ᵀ of each model over DATA: power-law α, λ_max, ranks,
-    the diagonal and its link to confidence; several models are reported side by side."""
+    """The ESD of the data Jacobian Gram M = 𝒥𝒥ᵀ of each model over DATA.
+
+    Power-law α, λ_max, ranks, the diagonal and its link to confidence; several models side by side."""
     from funnelscope.probes.jacobian import jacobian_spectrum
 
     models, data = _models_and_data(models_and_data, weights_file=weights_file, factory_args=factory_args, n=n,
@@ -467,8 +468,9 @@ def hessian(
     plots: PlotsFlag = False,
     trust_pickle: TrustPickleFlag = False,
 ) -> None:
-    """Top eigenvalues, trace and spectral density of the loss Hessian of each model over DATA (cross-entropy,
-    eval mode), with the Gauss–Newton part's top eigenvalues; several models side by side."""
+    """Top eigenvalues, trace and spectral density of the loss Hessian of each model over DATA.
+
+    Cross-entropy in eval mode, with the Gauss–Newton part's top eigenvalues; several models side by side."""
     import pandas as pd
 
     from funnelscope.probes.hessian import hessian_spectrum
@@ -540,8 +542,9 @@ def landscape(
     plots: PlotsFlag = False,
     trust_pickle: TrustPickleFlag = False,
 ) -> None:
-    """Loss and accuracy along a line or on a plane in weight space (filter-normalised directions, Li et al.
-    2018), with the barrier height of an interpolation."""
+    """Loss and accuracy along a line or on a plane in weight space.
+
+    Filter-normalised directions (Li et al. 2018), or the line between two models with its barrier height."""
     from funnelscope.datasets import load_data
     from funnelscope.probes.landscape import landscape_line, landscape_plane
 
@@ -608,8 +611,9 @@ def linearity(
     plots: PlotsFlag = False,
     trust_pickle: TrustPickleFlag = False,
 ) -> None:
-    """Per piecewise-linear activation of each model on DATA: fractions of always-active and always-inactive
-    units, and the R² of the best affine map across its block."""
+    """How linearly each piecewise-linear activation of each model acts on DATA.
+
+    Fractions of always-active and always-inactive units, and the R² of the best affine map across the block."""
     from funnelscope.probes.linearity import layer_linearity
 
     models, data = _models_and_data(models_and_data, weights_file=weights_file, factory_args=factory_args, n=n,
@@ -694,8 +698,10 @@ def demo(
     ),
     workers: Annotated[int, typer.Option(help="Runs in parallel in a local process pool.")] = 2,
 ) -> None:
-    """Train MLPs on digits with true, partially and fully shuffled labels (the labels study, under three
-    minutes on two cores), compare their spectra, and write the report."""
+    """The labels study on digits: true vs shuffled labels, their spectra, and the report.
+
+    Trains the same MLP with 0, 25, 50, 75 and 100 % of its labels shuffled (under three minutes on two cores),
+    probes every network and writes DIR/report.html."""
     from funnelscope.studies.catalog import get_study
     from funnelscope.studies.study import run_study
 
