@@ -14,15 +14,13 @@ MODEL spec                                    how it is loaded
 from __future__ import annotations
 
 import importlib
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from funnelscope.errors import FunnelscopeInputError
-from funnelscope.models.sources import _is_pickle_refusal, _is_torchscript, _short, open_weights
+from funnelscope.models.sources import _short, load_torch_file, open_weights
 
 __all__ = ["load_model"]
 
@@ -65,25 +63,7 @@ def load_model(
         raise FunnelscopeInputError(
             f"{path}: holds weights only; give the architecture as module:factory with --weights {path}"
         )
-    if _is_torchscript(path):
-        try:
-            return torch.jit.load(str(path), map_location="cpu")
-        except Exception as error:
-            raise FunnelscopeInputError(f"{path}: unreadable TorchScript archive ({_short(error)})") from error
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as error:
-        if not _is_pickle_refusal(error):
-            raise FunnelscopeInputError(f"{path}: not a readable torch file ({_short(error)})") from error
-        if not trust_pickle:
-            raise FunnelscopeInputError(
-                f"{path}: holds a pickled Python object; loading it runs code from the file. "
-                "Pass --trust-pickle only if you trust it"
-            ) from error
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=False)
-        except Exception as inner:
-            raise FunnelscopeInputError(f"{path}: cannot unpickle ({_short(inner)})") from inner
+    obj = load_torch_file(path, trust_pickle=trust_pickle)
     if isinstance(obj, nn.Module):
         return obj
     if isinstance(obj, Mapping):

@@ -295,14 +295,35 @@ def _from_torch_file(path: Path, *, trust_pickle: bool, matrices_only: bool = Tr
         raise FunnelscopeInputError(
             f"{path}: unsupported file type {path.suffix!r} (expected .safetensors, .pt, .pth, .bin or a directory)"
         )
+    obj = load_torch_file(path, trust_pickle=trust_pickle)
+    if isinstance(obj, torch.jit.ScriptModule):
+        return _from_state_dict(dict(obj.state_dict()), str(path), matrices_only=matrices_only)
+    if isinstance(obj, nn.Module):
+        if not matrices_only:
+            return _from_state_dict(dict(obj.state_dict()), str(path), matrices_only=False)
+        return _from_module(obj, str(path))
+    if isinstance(obj, Mapping):
+        return _from_state_dict(obj, str(path), matrices_only=matrices_only)
+    raise FunnelscopeInputError(f"{path}: holds a {type(obj).__name__}, not a model or a state_dict")
+
+
+def load_torch_file(path: Path, *, trust_pickle: bool) -> object:
+    """What a torch file holds, loaded safely: a TorchScript archive as its ``ScriptModule``, anything else with
+    ``torch.load(weights_only=True)`` (memory-mapped when it is a zip archive); a full pickle only with
+    ``trust_pickle``, since unpickling runs code from the file.
+
+    Raises
+    ------
+    FunnelscopeInputError
+        An unreadable archive or file, or a pickle without ``trust_pickle``.
+    """
     if _is_torchscript(path):
         try:
-            module = torch.jit.load(str(path), map_location="cpu")
+            return torch.jit.load(str(path), map_location="cpu")
         except Exception as error:
             raise FunnelscopeInputError(f"{path}: unreadable TorchScript archive ({_short(error)})") from error
-        return _from_state_dict(dict(module.state_dict()), str(path), matrices_only=matrices_only)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as error:
         if not _is_pickle_refusal(error):
             raise FunnelscopeInputError(f"{path}: not a readable torch file ({_short(error)})") from error
@@ -311,17 +332,10 @@ def _from_torch_file(path: Path, *, trust_pickle: bool, matrices_only: bool = Tr
                 f"{path}: holds pickled Python objects, not just tensors; loading it runs code from the file. "
                 "Pass trust_pickle=True (--trust-pickle) only if you trust it"
             ) from error
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=False)
-        except Exception as inner:
-            raise FunnelscopeInputError(f"{path}: cannot unpickle ({_short(inner)})") from inner
-    if isinstance(obj, nn.Module):
-        if not matrices_only:
-            return _from_state_dict(dict(obj.state_dict()), str(path), matrices_only=False)
-        return _from_module(obj, str(path))
-    if isinstance(obj, Mapping):
-        return _from_state_dict(obj, str(path), matrices_only=matrices_only)
-    raise FunnelscopeInputError(f"{path}: holds a {type(obj).__name__}, not a model or a state_dict")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as inner:
+        raise FunnelscopeInputError(f"{path}: cannot unpickle ({_short(inner)})") from inner
 
 
 def _is_torchscript(path: Path) -> bool:
