@@ -97,21 +97,22 @@ def recompute_jacobians(directory: Path, runs: pd.DataFrame, labels: list[str]) 
     return spectra
 
 
+def run_frames(directory: Path, runs: pd.DataFrame, labels: list[str], name: str) -> dict[str, pd.DataFrame]:
+    """``runs/<run_id>/<name>.parquet`` of each run that wrote it, by label."""
+    found = {}
+    for label, row in zip(labels, runs.to_dict("records"), strict=True):
+        frame = load_run_frame(directory, row["run_id"], name)
+        if frame is not None:
+            found[label] = frame
+    return found
+
+
 def hessian_groups(directory: Path, runs: pd.DataFrame, labels: list[str]) -> dict[str, np.ndarray]:
     """The Hessian top eigenvalues of the runs that measured them, by label."""
-    groups = {}
-    for label, row in zip(labels, runs.to_dict("records"), strict=True):
-        frame = load_run_frame(directory, row["run_id"], "hessian")
-        if frame is not None:
-            groups[label] = frame["eigenvalue"].to_numpy()
-    return groups
+    return {label: frame["eigenvalue"].to_numpy()
+            for label, frame in run_frames(directory, runs, labels, "hessian").items()}
 
 
 def histories(directory: Path, runs: pd.DataFrame, labels: list[str]) -> dict[str, pd.DataFrame]:
     """The per-epoch histories of the runs, by label."""
-    found = {}
-    for label, row in zip(labels, runs.to_dict("records"), strict=True):
-        frame = load_run_frame(directory, row["run_id"], "history")
-        if frame is not None:
-            found[label] = frame
-    return found
+    return run_frames(directory, runs, labels, "history")
