@@ -299,9 +299,11 @@ def jacobian_spectrum(
     * primal (``r ≥ n`` or ``keep_gram``): each pass over the data keeps the rows of as many directions as
       fit in ``ROW_BUFFER_BYTES`` (1 GiB), and ``M += G Gᵀ`` is accumulated in float64 on and below the
       diagonal blocks. Peak memory: ``16n²`` bytes (``M`` and one ``n × n`` temporary, for the mirror and
-      again inside the eigen-solve) + ``max(1 GiB, n·d'·s)`` for the rows (``s`` bytes per element of the
-      model's dtype) + 128 MiB (a float64 column chunk) + one batch's activations. ``⌈q·n·d'·s / 1 GiB⌉``
-      passes, ``q`` backward passes per batch in all, never all of 𝒥 at once when it exceeds 1 GiB.
+      again inside the eigen-solve) + ``max(1 GiB, n·d'·s)`` for the rows + one batch's activations. On the
+      CPU the row buffer is float64 (``s = 8``: rows are converted as they are copied in, and ``dsyrk`` reads
+      the buffer in place); on an accelerator it has the model's dtype (``s`` bytes per element) and is
+      converted a 128 MiB float64 column chunk at a time. ``⌈q·n·d'·s / 1 GiB⌉`` passes, ``q`` backward
+      passes per batch in all, never all of 𝒥 at once when it exceeds 1 GiB.
     * dual (``r < n``): one pass; ``ΦᵀΦ`` accumulated batch by batch: ``16r²`` bytes, plus ``8·L·r`` for the
       class sums of ``L`` label classes and ``8·b·r`` for a batch; ``M_ii`` are the rows' squared norms.
     * lanczos: one pass storing ``Φ`` (``n·r·s`` bytes, at most ``FEATURE_BYTES`` = 4 GiB, else an error

@@ -192,12 +192,16 @@ def solve_primal(engine: JacobianRows, directions: torch.Tensor, width: int, see
     """``M`` (n × n) from passes over the data, each keeping the rows of a group of directions."""
     del seed  # deterministic
     n = engine.n
-    itemsize = torch.empty(0, dtype=engine.dtype).element_size()
+    # On the CPU the buffer is float64, so the rows are converted as they are copied in and dsyrk reads the
+    # buffer in place (a separate conversion pass cost about a tenth of the route); an accelerator keeps the
+    # model's dtype and converts column chunks (its memory is scarcer, its conversions cheap).
+    dtype = torch.float64 if engine.device.type == "cpu" else engine.dtype
+    itemsize = torch.empty(0, dtype=dtype).element_size()
     per_pass = max(1, ROW_BUFFER_BYTES // max(1, n * width * itemsize))
     gram = torch.zeros(n, n, dtype=torch.float64, device=engine.device)
     for first in range(0, len(directions), per_pass):
         group = directions[first : first + per_pass]
-        rows = torch.empty(n, len(group) * width, dtype=engine.dtype, device=engine.device)
+        rows = torch.empty(n, len(group) * width, dtype=dtype, device=engine.device)
         for start, j, block in engine.batches(group, record=first == 0):
             rows[start : start + block.shape[0], j * width : (j + 1) * width] = block
         add_lower_gram(gram, rows)

@@ -124,7 +124,8 @@ def add_lower_gram(gram: torch.Tensor, rows: torch.Tensor) -> None:
         Updated in place; only its lower triangle is meaningful (read it with ``eigvalsh(…, UPLO="L")``, or
         mirror it).
     rows : Tensor of shape (n, w), any floating dtype and layout
-        Converted to float64 a column chunk at a time (``2²⁴`` elements).
+        Converted to float64 a column chunk at a time (``2²⁴`` elements); a C-contiguous float64 ``rows`` on
+        the CPU is read in place, in one ``dsyrk``.
 
     Notes
     -----
@@ -135,6 +136,8 @@ def add_lower_gram(gram: torch.Tensor, rows: torch.Tensor) -> None:
     n, width = rows.shape
     step = max(1, _CHUNK_ELEMENTS // max(1, n))
     cpu = gram.device.type == "cpu"
+    if cpu and rows.dtype == torch.float64 and rows.is_contiguous():
+        step = width  # nothing to convert: one dsyrk over the rows in place
     if cpu:
         target = gram.numpy().T  # Fortran-ordered view: its upper triangle is gram's lower one
     for first in range(0, width, step):
