@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULTS_DIR", "machine_description", "timeit", "write_results"]
+__all__ = ["RESULTS_DIR", "machine_description", "timeit", "timings", "write_results"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -94,6 +94,16 @@ def timeit(fn: Callable[[], Any], repeat: int = 3) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def timings(fn: Callable[[], Any], repeat: int = 3) -> list[float]:
+    """Wall-clock seconds of each of ``repeat`` calls of ``fn()``, in call order (for the best and the median)."""
+    seconds = []
+    for _ in range(max(1, repeat)):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
 def write_results(name: str, rows: list[dict], extra: dict | None = None) -> Path:

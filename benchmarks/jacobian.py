@@ -19,10 +19,13 @@ Measurements, each in a fresh subprocess (so that the peak RSS is its own):
   ``vmap_jacrev_unchunked``: the same without ``chunk_size`` (all examples in one batched call), as it is
   usually written;
 * ``autograd_jacobian``: ``torch.autograd.functional.jacobian`` one example at a time (reference);
-* ``sketch``: ``jacobian_spectrum(model, x, method="sketch", probes=32)``.
+* ``sketch``: ``jacobian_spectrum(model, x, method="sketch", probes=32)``;
+* ``paired``: ``floor`` and ``exact`` alternately in one process; its "× floor" is the median of the per-pair
+  ratios (on a shared VM the speed drifts by ±30 % between processes, and a pair sees the same drift).
 
-Times are the best of the stated number of calls (``_machine.timeit``); the 1-minute load average before each
-measurement is recorded (on a shared 2-core machine, MKL's two threads can stall behind other processes).
+Times are the best and the median of the stated number of calls (``_machine.timings``; the ratios use the
+best, the median shows the spread); the 1-minute load average before each measurement is recorded (on a
+shared 2-core machine, MKL's two threads can stall behind other processes).
 Peak memory is ``ru_maxrss`` of the subprocess minus its value after imports, model, data and a warm-up call
 on 4 examples (the measurement's own increase; ``ru_maxrss`` is the process's high-water mark).
 
@@ -37,6 +40,7 @@ import json
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -159,19 +163,45 @@ MEASURES = {fn.__name__: fn for fn in (floor, exact, sketch, linalg, vmap_jacrev
 def worker(case: str, measure: str, n: int, repeat: int) -> None:
     import os
 
+    import numpy as np
+
     import funnelscope.probes.jacobian  # noqa: F401  (imports are not part of the measurement)
-    from _machine import timeit
+    from _machine import timings
 
     model, x = build(case, n)
+    if measure == "paired":
+        paired(model, x, repeat)
+        return
     MEASURES[measure](model, x[:4])  # warm-up: first-call costs (kernels, lazy imports) are not measured
     baseline = peak_rss_mib()
     if measure == "linalg":
         random_rows(model, x)  # drawn before the timing (their memory still counts)
     load = os.getloadavg()[0]
     extra: dict = {}
-    seconds = timeit(lambda: extra.update(MEASURES[measure](model, x)), repeat=repeat)
-    print(json.dumps({"seconds": seconds, "repeat": repeat, "peak_mib": peak_rss_mib() - baseline,
-                      "load_before": load, **extra}))
+    seconds = timings(lambda: extra.update(MEASURES[measure](model, x)), repeat=repeat)
+    print(json.dumps({"seconds": min(seconds), "median_seconds": float(np.median(seconds)), "all_seconds": seconds,
+                      "repeat": repeat, "peak_mib": peak_rss_mib() - baseline, "load_before": load, **extra}))
+
+
+def paired(model, x, repeat: int) -> None:
+    """``floor`` and ``exact`` alternately in one process, ``repeat`` pairs: the ratio of each pair, so that
+    the machine's drifts (other load, clock, memory reclaim) hit both sides of a ratio alike."""
+    import numpy as np
+
+    floor(model, x[:4]), exact(model, x[:4])
+    ratios, floors, exacts = [], [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        floor(model, x)
+        floors.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        exact(model, x)
+        exacts.append(time.perf_counter() - start)
+        ratios.append(exacts[-1] / floors[-1])
+    print(json.dumps({"seconds": float(np.median(exacts)), "median_seconds": float(np.median(exacts)),
+                      "floor_median_seconds": float(np.median(floors)), "ratio_median": float(np.median(ratios)),
+                      "ratio_quartiles": [float(q) for q in np.quantile(ratios, [0.25, 0.75])],
+                      "ratios": ratios, "repeat": repeat, "peak_mib": float("nan")}))
 
 
 def run(case: str, measure: str, n: int, repeat: int) -> dict:
@@ -186,9 +216,9 @@ def run(case: str, measure: str, n: int, repeat: int) -> dict:
 # entries (unchunked it needs about 3 GB per 1000 examples), and its cost per example is the one measured at
 # n = 1000.
 PLAN = [
-    ("digits", 1797, {"floor": 3, "exact": 3, "vmap_jacrev": 3, "vmap_jacrev_unchunked": 3,
+    ("digits", 1797, {"floor": 3, "exact": 3, "paired": 9, "vmap_jacrev": 3, "vmap_jacrev_unchunked": 3,
                       "autograd_jacobian": 1}),
-    ("cnn", 1000, {"floor": 3, "exact": 3, "linalg": 2, "vmap_jacrev": 2, "vmap_jacrev_unchunked": 1,
+    ("cnn", 1000, {"floor": 5, "exact": 5, "paired": 9, "linalg": 3, "vmap_jacrev": 2, "vmap_jacrev_unchunked": 2,
                    "autograd_jacobian": 1}),
     ("cnn", 5000, {"floor": 1, "exact": 1, "linalg": 1}),
     ("head1000", 1000, {"floor": 1, "exact": 1, "sketch": 3}),
@@ -222,21 +252,26 @@ def table(rows: list[dict]) -> str:
     """Markdown: one line per measurement, with its time relative to the floor of the same case and n."""
     floors = {(r["case"], r["n"]): r["seconds"] for r in rows if r["measure"] == "floor" and "seconds" in r}
     exacts = {(r["case"], r["n"]): r for r in rows if r["measure"] == "exact" and "seconds" in r}
-    lines = ["| case | n | measure | seconds | × floor | × exact | peak MiB | notes |",
-             "|---|---:|---|---:|---:|---:|---:|---|"]
+    lines = ["| case | n | measure | seconds (best) | median | × floor | × exact | peak MiB | notes |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         key = (r["case"], r["n"])
         if "error" in r:
-            lines.append(f"| {r['case']} | {r['n']} | {r['measure']} | – | – | – | – | failed: {r['error']} |")
+            lines.append(f"| {r['case']} | {r['n']} | {r['measure']} | – | – | – | – | – | failed: {r['error']} |")
             continue
         over_floor = r["seconds"] / floors[key] if key in floors else float("nan")
         over_exact = r["seconds"] / exacts[key]["seconds"] if key in exacts else float("nan")
         notes = r.get("method", "")
+        if r["measure"] == "paired":
+            over_floor, over_exact = r["ratio_median"], float("nan")
+            low, high = r["ratio_quartiles"]
+            notes = f"exact ÷ floor per pair: median {over_floor:.2f}, quartiles {low:.2f}–{high:.2f}"
         if r["measure"] == "sketch" and key in exacts:
             errors = [f"{name} {abs(r[name] / exacts[key][name] - 1):.1%}" for name in ("lambda_max", "trace", "alpha")]
             notes += " rel. error: " + ", ".join(errors)
-        lines.append(f"| {r['case']} | {r['n']} | {r['measure']} | {r['seconds']:.2f} | {over_floor:.2f} | "
-                     f"{over_exact:.2f} | {r['peak_mib']:.0f} | {notes} |")
+        lines.append(f"| {r['case']} | {r['n']} | {r['measure']} | {r['seconds']:.2f} | {r['median_seconds']:.2f} | "
+                     f"{over_floor:.2f} | "
+                     f"{over_exact:.2f} | {r['peak_mib']:.0f} | {notes} |".replace("| nan |", "| – |"))
     return "\n".join(lines)
 
 

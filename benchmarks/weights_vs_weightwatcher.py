@@ -9,6 +9,12 @@ both tools start from the same safetensors file (WeightWatcher gets ``safetensor
 load time included). Reported: wall time, speed-up, peak RSS and its increase over the process after imports,
 and the alpha agreement (layers within 0.01, largest difference).
 
+Beside them, the float64 linear-algebra floor of the same matrices, in a third process: every layer matrix
+(and convolution slice) converted to float64 before the timing, then its Gram by BLAS ``dsyrk`` (one triangle)
+and the eigenvalues of that Gram by LAPACK ``syevd`` (numpy's ``eigvalsh``), with numpy's default threads.
+Any exact float64 ESD does at least the eigen-solve, so ``WeightWatcher / eigen-solve`` bounds the speed-up
+such a route can reach on this machine, and ``WeightWatcher / (Gram + eigen-solve)`` bounds a Gram route.
+
 Usage: ``python benchmarks/weights_vs_weightwatcher.py [--repeat N]``; writes
 ``benchmarks/results/weights_vs_weightwatcher.json``.
 """
@@ -41,6 +47,9 @@ def worker(tool: str, path: str) -> None:
         start = time.perf_counter()
         details = weightwatcher.WeightWatcher(model=load_file(path)).analyze()
         seconds = time.perf_counter() - start
+    elif tool == "floor":
+        print(json.dumps(linear_algebra_floor(path)))
+        return
     else:
         from funnelscope import analyze_weights
 
@@ -52,6 +61,32 @@ def worker(tool: str, path: str) -> None:
     alphas = dict(zip(details["name"].astype(str), details["alpha"].astype(float), strict=True))
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak_rss_mib(), "baseline_rss_mib": baseline,
                       "alphas": alphas}))
+
+
+def linear_algebra_floor(path: str) -> dict:
+    """Seconds of the float64 Grams (``dsyrk``) and of their eigen-solves (``syevd``) for every matrix that
+    ``analyze_weights`` analyses in the file, the float64 copies made before the timing."""
+    import numpy as np
+    from scipy.linalg.blas import dsyrk
+
+    from funnelscope.models.matrices import weight_slices
+    from funnelscope.models.sources import open_weights
+
+    matrices = []
+    for ref in open_weights(path):
+        slices = weight_slices(ref.load())
+        if min(slices.shape[1:]) * slices.shape[0] < 8:  # analyze_weights' min_evals: too few eigenvalues
+            continue
+        for matrix in slices:
+            wide = matrix if matrix.shape[0] <= matrix.shape[1] else matrix.T  # Gram of the smaller side
+            matrices.append(np.asfortranarray(wide.T.double().numpy()))  # cols × rows, Fortran: aᵀa by trans=1
+    start = time.perf_counter()
+    grams = [dsyrk(1.0, a, trans=1) for a in matrices]  # upper triangle of aᵀa
+    gram_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for gram in grams:
+        np.linalg.eigvalsh(gram, UPLO="U")
+    return {"gram_seconds": gram_seconds, "eigen_seconds": time.perf_counter() - start, "matrices": len(grams)}
 
 
 def run_worker(tool: str, path: Path) -> dict:
@@ -94,6 +129,8 @@ def main() -> None:
         for model, path in models.items():
             runs = {tool: min((run_worker(tool, path) for _ in range(args.repeat)), key=lambda r: r["seconds"])
                     for tool in ("weightwatcher", "funnelscope")}
+            floor = min((run_worker("floor", path) for _ in range(args.repeat)),
+                        key=lambda r: r["gram_seconds"] + r["eigen_seconds"])
             ours, theirs = runs["funnelscope"]["alphas"], runs["weightwatcher"]["alphas"]
             common = sorted(set(ours) & set(theirs))
             differences = [abs(ours[name] - theirs[name]) for name in common]
@@ -103,6 +140,11 @@ def main() -> None:
                 "weightwatcher_s": runs["weightwatcher"]["seconds"],
                 "funnelscope_s": runs["funnelscope"]["seconds"],
                 "speedup": runs["weightwatcher"]["seconds"] / runs["funnelscope"]["seconds"],
+                "floor_gram_s": floor["gram_seconds"],
+                "floor_eigen_s": floor["eigen_seconds"],
+                "speedup_bound_eigen": runs["weightwatcher"]["seconds"] / floor["eigen_seconds"],
+                "speedup_bound_gram_eigen": runs["weightwatcher"]["seconds"]
+                / (floor["gram_seconds"] + floor["eigen_seconds"]),
                 "alpha_within_0.01": f"{sum(d <= 0.01 for d in differences)}/{len(theirs)}",
                 "max_alpha_diff": max(differences) if differences else float("nan"),
                 "weightwatcher_peak_rss_mib": runs["weightwatcher"]["peak_rss_mib"],
@@ -113,14 +155,17 @@ def main() -> None:
                 - runs["funnelscope"]["baseline_rss_mib"],
             })
     header = ("| model | layers | WeightWatcher 0.7.7 | funnelscope | speed-up | α within 0.01 | max Δα "
-              "| peak RSS WW / fs (MiB) | RSS increase WW / fs (MiB) |")
+              "| peak RSS WW / fs (MiB) | RSS increase WW / fs (MiB) | float64 floor: Gram + eigen-solve "
+              "| speed-up bound: eigen-solve / Gram + eigen-solve |")
     print(header)
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 11)
     for row in rows:
         print(f"| {row['model']} | {row['layers']} | {row['weightwatcher_s']:.2f} s | {row['funnelscope_s']:.2f} s "
               f"| {row['speedup']:.1f}× | {row['alpha_within_0.01']} | {row['max_alpha_diff']:.2g} "
               f"| {row['weightwatcher_peak_rss_mib']:.0f} / {row['funnelscope_peak_rss_mib']:.0f} "
-              f"| {row['weightwatcher_rss_increase_mib']:.0f} / {row['funnelscope_rss_increase_mib']:.0f} |")
+              f"| {row['weightwatcher_rss_increase_mib']:.0f} / {row['funnelscope_rss_increase_mib']:.0f} "
+              f"| {row['floor_gram_s']:.2f} + {row['floor_eigen_s']:.2f} s "
+              f"| {row['speedup_bound_eigen']:.1f}× / {row['speedup_bound_gram_eigen']:.1f}× |")
     path = write_results("weights_vs_weightwatcher", rows, {"repeat": args.repeat})
     print(f"\nwrote {path}  ({machine_description().get('cpu', '')})")
 

@@ -329,14 +329,16 @@ def _eigenvalue_batch(
             results[index] = f"weights of dtype {tensor.dtype} are not floating point"
             continue
         stacked.append((index, weight_slices(tensor)))
-    if stacked:
-        batch = torch.cat([slices for _, slices in stacked])
-        values = gram_eigenvalues(batch, method=eig_method, device=device)
-        rf = stacked[0][1].shape[0]
-        for position, (index, slices) in enumerate(stacked):
-            layer_values = values[position * rf : (position + 1) * rf]
-            # a non-finite weight makes its Gram non-finite: the (costly) element scan runs only then
-            results[index] = _weight_problem(slices) if layer_values.isnan().any() else layer_values
+    if not stacked:
+        return results
+    if device.type == "cpu":  # the CPU route solves one matrix after the other: stacking would only copy
+        per_layer = [gram_eigenvalues(slices, method=eig_method, device=device) for _, slices in stacked]
+    else:
+        values = gram_eigenvalues(torch.cat([slices for _, slices in stacked]), method=eig_method, device=device)
+        per_layer = list(values.split(stacked[0][1].shape[0]))
+    for (index, slices), layer_values in zip(stacked, per_layer, strict=True):
+        # a non-finite weight makes its Gram non-finite: the (costly) element scan runs only then
+        results[index] = _weight_problem(slices) if layer_values.isnan().any() else layer_values
     return results
 
 
