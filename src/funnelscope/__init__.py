@@ -1,7 +1,8 @@
 """funnelscope: spectra of trained neural networks.
 
-Weight ESDs and their power-law tails, the data Jacobian Gram, Hessian spectra and loss landscapes.
-Importing the package configures nothing (no logging, no warnings filters, no pyplot).
+Weight ESDs and their power-law tails, the data Jacobian Gram, Hessian spectra and loss landscapes; studies
+that train small models and run these probes (``run_study(get_study("labels"), out)``), and their HTML report.
+Importing the package configures nothing (no logging, no warnings filters, no pyplot) and imports no matplotlib.
 """
 
 from funnelscope.errors import FunnelscopeInputError
@@ -11,12 +12,16 @@ from funnelscope.probes.jacobian import JacobianSpectrum, jacobian_spectrum
 from funnelscope.probes.landscape import LandscapeLine, LandscapePlane, landscape_line, landscape_plane
 from funnelscope.probes.linearity import layer_linearity
 from funnelscope.probes.weights import LayerSpectrum, WeightsSummary, analyze_weights, summarize_weights, weight_spectra
+from funnelscope.report.html import write_report
 from funnelscope.spectra.eigen import gram_eigenvalues
 from funnelscope.spectra.marchenko_pastur import MarchenkoPasturFit, fit_marchenko_pastur
 from funnelscope.spectra.phases import classify_phase
 from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
+from funnelscope.studies.catalog import STUDIES, get_study
+from funnelscope.studies.study import StudyResult, run_study
 
 __all__ = [
+    "STUDIES",
     "FunnelscopeInputError",
     "HessianDensity",
     "HessianSpectrum",
@@ -26,11 +31,13 @@ __all__ = [
     "LayerSpectrum",
     "MarchenkoPasturFit",
     "PowerLawFit",
+    "StudyResult",
     "WeightsSummary",
     "analyze_weights",
     "classify_phase",
     "fit_marchenko_pastur",
     "fit_powerlaw",
+    "get_study",
     "gram_eigenvalues",
     "hessian_spectrum",
     "jacobian_spectrum",
@@ -38,8 +45,10 @@ __all__ = [
     "landscape_plane",
     "layer_linearity",
     "open_weights",
+    "run_study",
     "summarize_weights",
     "weight_spectra",
+    "write_report",
 ]
 
 __version__ = "0.1.0"
