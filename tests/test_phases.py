@@ -24,11 +24,13 @@ from funnelscope.spectra.phases import (
 from funnelscope.spectra.powerlaw import fit_powerlaw
 from funnelscope.spectra.synthetic import (
     bbp_threshold,
+    iid_esd,
     low_rank_matrix,
     phase_matrix,
     spike_for_outlier,
     spike_outlier,
     spiked_matrix,
+    student_t_matrix,
 )
 
 
@@ -165,3 +167,25 @@ def test_spike_location_formulas():
 def test_phase_matrix_rejects_unknown_phase():
     with pytest.raises(FunnelscopeInputError):
         phase_matrix("over-trained", 100, 50, seed=0)
+
+
+def test_iid_esd_gaussian_fills_the_mp_support_and_heavy_tails_leave_it():
+    # Q = 2: the MP law of X = WᵀW/N lives on [(1 − 1/√2)², (1 + 1/√2)²] = [0.086, 2.914]
+    low, high = (1 - 2**-0.5) ** 2, (1 + 2**-0.5) ** 2
+    gaussian = iid_esd(1000, 500, entries="gaussian", seed=0)
+    assert gaussian.shape == (500,) and np.all(np.diff(gaussian) >= 0)
+    assert gaussian.min() == pytest.approx(low, abs=0.03) and gaussian.max() == pytest.approx(high, abs=0.1)
+    assert gaussian.mean() == pytest.approx(1.0, abs=0.02)  # tr X / M = mean of the squared entries
+    # Student-t(3) has variance 3 and a power-law tail: its top eigenvalue lies beyond the MP edge rescaled by 3
+    student = iid_esd(1000, 500, entries="student_t", seed=0)
+    assert student.mean() == pytest.approx(3.0, rel=0.2) and student.max() > 1.2 * 3.0 * high
+    pareto = iid_esd(1000, 500, entries="pareto", seed=0)
+    assert pareto.max() / np.median(pareto) > 100  # μ = 1.5: infinite variance, a few huge entries dominate
+
+
+def test_iid_esd_and_student_t_reject_bad_input():
+    with pytest.raises(FunnelscopeInputError, match="entries"):
+        iid_esd(100, 50, entries="cauchy")
+    with pytest.raises(FunnelscopeInputError, match="dof"):
+        student_t_matrix(100, 50, dof=0.0)
+    assert student_t_matrix(20, 10, dof=3.0, seed=1).shape == (20, 10)

@@ -23,6 +23,7 @@ import pytest
 from scipy import integrate, optimize
 
 from funnelscope import FunnelscopeInputError, PowerLawFit, fit_powerlaw
+from funnelscope.spectra.synthetic import iid_esd
 
 # ----------------------------------------------------------------------------------------------------
 # references and data
@@ -102,18 +103,6 @@ def pareto(alpha: float, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.pareto(alpha - 1.0, n) + 1.0  # density ~ x^-alpha on [1, inf)
 
 
-def esd(kind: str, m: int, rng: np.random.Generator) -> np.ndarray:
-    """Eigenvalues of W^T W / N, W of shape (2m, m) with i.i.d. entries."""
-    shape = (2 * m, m)
-    if kind == "student_t":
-        w = rng.standard_t(3.0, size=shape)
-    elif kind == "pareto":
-        w = (rng.pareto(1.5, size=shape) + 1.0) * rng.choice([-1.0, 1.0], size=shape)
-    else:
-        w = rng.standard_normal(shape)
-    return np.linalg.eigvalsh(w.T @ w / shape[0])
-
-
 def _inputs() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(2024)
     body_and_tail = np.concatenate([rng.uniform(0.2, 1.0, 500), pareto(3.0, 1500, rng)])
@@ -121,9 +110,9 @@ def _inputs() -> dict[str, np.ndarray]:
         "pareto": pareto(2.5, 2000, rng),
         "pareto_large": pareto(2.2, 5000, rng),
         "body_and_tail": body_and_tail,
-        "esd_student_t": esd("student_t", 400, rng),
-        "esd_pareto_entries": esd("pareto", 400, rng),
-        "esd_gaussian_mp": esd("gaussian", 400, rng),
+        "esd_student_t": iid_esd(800, 400, entries="student_t", seed=rng),
+        "esd_pareto_entries": iid_esd(800, 400, entries="pareto", seed=rng),
+        "esd_gaussian_mp": iid_esd(800, 400, entries="gaussian", seed=rng),
         "ties_one_decimal": np.round(pareto(2.0, 1500, rng), 1),
         "repeated_values": np.repeat(pareto(2.0, 300, rng), 5),
         "constant_top": np.concatenate([pareto(2.0, 800, rng), np.full(200, 40.0)]),

@@ -49,12 +49,14 @@ from funnelscope.spectra.phases import (
 __all__ = [
     "bbp_threshold",
     "gaussian_matrix",
+    "iid_esd",
     "low_rank_matrix",
     "pareto_matrix",
     "phase_matrix",
     "spike_for_outlier",
     "spike_outlier",
     "spiked_matrix",
+    "student_t_matrix",
 ]
 
 Seed = int | np.random.Generator | None
@@ -130,6 +132,30 @@ def pareto_matrix(N: int, M: int, *, mu: float, seed: Seed = None) -> np.ndarray
     rng = np.random.default_rng(seed)
     signs = rng.choice(np.array([-1.0, 1.0]), size=(N, M))
     return signs * (rng.pareto(mu, size=(N, M)) + 1.0)
+
+
+def student_t_matrix(N: int, M: int, *, dof: float, seed: Seed = None) -> np.ndarray:
+    """I.i.d. Student-t entries with ``dof`` degrees of freedom (tail index ``μ = dof``: ``dof = 3`` has a finite
+    variance and a power-law tail in the ESD at finite ``N``)."""
+    _check_shape(N, M, "student_t_matrix")
+    if not (math.isfinite(dof) and dof > 0.0):
+        raise FunnelscopeInputError(f"student_t_matrix: dof must be finite and > 0, got {dof!r}")
+    return np.random.default_rng(seed).standard_t(dof, size=(N, M))
+
+
+def iid_esd(N: int, M: int, *, entries: str = "gaussian", seed: Seed = None) -> np.ndarray:
+    """Eigenvalues of ``X = WᵀW/N`` (ascending) for an ``N × M`` matrix of i.i.d. entries: ``"gaussian"`` (the
+    MP law), ``"student_t"`` (3 degrees of freedom) or ``"pareto"`` (signed, tail index 1.5: heavy-tailed).
+    Synthetic spectra with known shapes, for fits and benchmarks."""
+    makers = {
+        "gaussian": lambda: gaussian_matrix(N, M, seed=seed),
+        "student_t": lambda: student_t_matrix(N, M, dof=3.0, seed=seed),
+        "pareto": lambda: pareto_matrix(N, M, mu=1.5, seed=seed),
+    }
+    if entries not in makers:
+        raise FunnelscopeInputError(f"iid_esd: entries must be one of {', '.join(makers)}, got {entries!r}")
+    matrix = makers[entries]()
+    return np.linalg.eigvalsh(matrix.T @ matrix / N)
 
 
 def low_rank_matrix(N: int, M: int, *, rank: int, seed: Seed = None) -> np.ndarray:
