@@ -209,6 +209,7 @@ def plot_jacobian_comparison(spectra: dict[str, JacobianSpectrum], *, title: str
     if not spectra:
         raise ValueError("plot_jacobian_comparison needs at least one spectrum")
     figure, (esd_ax, scree_ax, diagonal_ax) = new_figure(3, width=4.0, height=3.3)
+    peak = 1.0
     for index, (label, spectrum) in enumerate(spectra.items()):
         color = SERIES_COLORS[index % len(SERIES_COLORS)]
         values = spectrum.eigenvalues[spectrum.eigenvalues > spectrum.zero_tolerance]
@@ -227,15 +228,18 @@ def plot_jacobian_comparison(spectra: dict[str, JacobianSpectrum], *, title: str
         positive = spectrum.diagonal[spectrum.diagonal > 0]
         diagonal_bins = _log_bins(positive)
         if diagonal_bins is not None:
-            diagonal_ax.hist(positive, bins=diagonal_bins, histtype="step", lw=1.6, color=color,
-                             label=f"{label} (median {np.median(positive):.3g})")
+            counts, _, _ = diagonal_ax.hist(positive, bins=diagonal_bins, histtype="step", lw=1.6, color=color,
+                                            label=f"{label} (median {np.median(positive):.3g})")
+            peak = max(peak, float(np.max(counts)))
     esd_ax.set(xscale="log", yscale="log", xlabel="eigenvalue λ of M = JJᵀ", ylabel="density",
                title="ESD (dashed: fitted tails)")
     scree_ax.set(xscale="log", yscale="log", xlabel="rank i", ylabel="λ_i / λ_1", title="sorted spectrum")
     diagonal_ax.set(xscale="log", yscale="log", xlabel="M_ii = ‖J(x_i)‖²_F", ylabel="examples per bin",
                     title="diagonal (per-example sensitivity)")
-    diagonal_ax.set_ylim(bottom=0.5)
-    esd_ax.legend(loc="lower left", fontsize=7)
+    # headroom above the tallest bar for the legend: it takes about 0.07 of the axis height per entry
+    legend_share = min(0.6, 0.1 + 0.07 * len(spectra))
+    diagonal_ax.set_ylim(0.5, 0.5 * (2 * peak) ** (1 / (1 - legend_share)))
+    esd_ax.legend(loc="upper right", fontsize=7)  # the ESDs fall to the right: that corner stays empty
     scree_ax.legend(loc="lower left", fontsize=7)
     diagonal_ax.legend(loc="upper left", fontsize=7)
     first = next(iter(spectra.values()))
