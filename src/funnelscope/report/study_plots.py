@@ -145,7 +145,9 @@ def plot_histories(
         ax.set(xlabel="epoch", ylabel=label, title=label)
         if log:
             ax.set_yscale("log")
-    axes[-1].legend(fontsize=7, loc="best")
+    handles, labels = axes[-1].get_legend_handles_labels()
+    if handles:  # beside the panels: every corner of a training curve is somebody's data
+        figure.legend(handles, labels, loc="outside right center", fontsize=7, frameon=False)
     if title:
         figure.suptitle(title)
     return figure
