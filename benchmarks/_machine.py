@@ -88,12 +88,7 @@ def machine_description() -> dict[str, Any]:
 
 def timeit(fn: Callable[[], Any], repeat: int = 3) -> float:
     """Best wall-clock time in seconds of ``repeat`` calls of ``fn()`` (best-of damps noise from other load)."""
-    best = float("inf")
-    for _ in range(max(1, repeat)):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return min(timings(fn, repeat))
 
 
 def timings(fn: Callable[[], Any], repeat: int = 3) -> list[float]:

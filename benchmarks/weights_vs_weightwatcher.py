@@ -69,17 +69,17 @@ def linear_algebra_floor(path: str) -> dict:
     import numpy as np
     from scipy.linalg.blas import dsyrk
 
-    from funnelscope.models.matrices import weight_slices
+    from funnelscope.models.matrices import layer_shape, weight_slices
     from funnelscope.models.sources import open_weights
 
     matrices = []
     for ref in open_weights(path):
-        slices = weight_slices(ref.load())
-        if min(slices.shape[1:]) * slices.shape[0] < 8:  # analyze_weights' min_evals: too few eigenvalues
+        _, M, rf = layer_shape(ref.shape)
+        if M * rf < 8:  # analyze_weights' default min_evals: the layer is skipped
             continue
-        for matrix in slices:
-            wide = matrix if matrix.shape[0] <= matrix.shape[1] else matrix.T  # Gram of the smaller side
-            matrices.append(np.asfortranarray(wide.T.double().numpy()))  # cols × rows, Fortran: aᵀa by trans=1
+        for matrix in weight_slices(ref.load()):
+            tall = matrix if matrix.shape[0] >= matrix.shape[1] else matrix.T  # its Gram aᵀa is the smaller one
+            matrices.append(np.asfortranarray(tall.double().numpy()))  # Fortran-ordered: aᵀa by trans=1
     start = time.perf_counter()
     grams = [dsyrk(1.0, a, trans=1) for a in matrices]  # upper triangle of aᵀa
     gram_seconds = time.perf_counter() - start
