@@ -270,10 +270,15 @@ def table(rows: list[dict]) -> str:
         if r["measure"] == "sketch" and key in exacts:
             errors = [f"{name} {abs(r[name] / exacts[key][name] - 1):.1%}" for name in ("lambda_max", "trace", "alpha")]
             notes += " rel. error: " + ", ".join(errors)
-        lines.append(f"| {r['case']} | {r['n']} | {r['measure']} | {r['seconds']:.2f} | {r['median_seconds']:.2f} | "
-                     f"{over_floor:.2f} | "
-                     f"{over_exact:.2f} | {r['peak_mib']:.0f} | {notes} |".replace("| nan |", "| – |"))
+        cells = [_cell(r["seconds"], ".2f"), _cell(r["median_seconds"], ".2f"), _cell(over_floor, ".2f"),
+                 _cell(over_exact, ".2f"), _cell(r["peak_mib"], ".0f")]
+        lines.append(f"| {r['case']} | {r['n']} | {r['measure']} | {' | '.join(cells)} | {notes} |")
     return "\n".join(lines)
+
+
+def _cell(value: float, spec: str) -> str:
+    """A table number, or "–" where there is none (NaN)."""
+    return "–" if value != value else format(value, spec)
 
 
 if __name__ == "__main__":
