@@ -59,10 +59,11 @@ def build() -> tuple:
 
 
 def operators(model, train) -> dict:
-    from funnelscope.probes._loss import as_batches, resolve_loss
+    from funnelscope.data import read_data
     from funnelscope.probes.curvature import CurvatureProducts
+    from funnelscope.probes.loss import resolve_loss
 
-    batches = as_batches(train, batch_size=256)
+    batches = read_data(train, batch_size=256)
     loss = resolve_loss(None)
     return {route: CurvatureProducts(model, batches, loss, method=route)
             for route in ("forward-over-reverse", "double-backward")}

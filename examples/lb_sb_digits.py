@@ -75,7 +75,7 @@ def main(out: Path, *, workers: int = 2) -> dict:
     save_figure(plot_hessian_comparison(spectra, title="large batch (512) vs small batch (16): Hessian spectra"),
                 out / "hessian_comparison.png")
 
-    line = landscape_line(models["large_batch"], models["small_batch"], {"train": train, "test": test},
+    line = landscape_line(models["large_batch"], {"train": train, "test": test}, other=models["small_batch"],
                           points=41, workers=workers)
     save_figure(plot_landscape_line(line, labels=("LB", "SB"),
                                     title="interpolation from the large-batch (t=0) to the small-batch (t=1) "
@@ -91,7 +91,7 @@ def main(out: Path, *, workers: int = 2) -> dict:
         print(f"{name} plane: {plane.seconds_per_point * 1e3:.1f} ms per point, loss range "
               f"[{plane.summary()['train_loss_min']:.3g}, {plane.summary()['train_loss_max']:.3g}]")
     for name in BATCH_SIZES:
-        linearity = layer_linearity(models[name], test.x)
+        linearity = layer_linearity(models[name], test.x).to_frame()
         save_figure(plot_linearity(linearity, title=f"{name.replace('_', ' ')}: layer linearity on the test split"),
                     out / f"{name}_linearity.png")
         results[name]["linearity"] = linearity.to_dict("records")

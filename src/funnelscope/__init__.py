@@ -5,13 +5,22 @@ that train small models and run these probes (``run_study(get_study("labels"), o
 Importing the package configures nothing (no logging, no warnings filters, no pyplot) and imports no matplotlib.
 """
 
+from funnelscope.data import LabelledData, read_data
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.models.sources import open_weights
 from funnelscope.probes.hessian import HessianDensity, HessianSpectrum, hessian_spectrum
 from funnelscope.probes.jacobian import JacobianSpectrum, jacobian_spectrum
 from funnelscope.probes.landscape import LandscapeLine, LandscapePlane, landscape_line, landscape_plane
-from funnelscope.probes.linearity import layer_linearity
-from funnelscope.probes.weights import LayerSpectrum, WeightsSummary, analyze_weights, summarize_weights, weight_spectra
+from funnelscope.probes.linearity import LayerLinearity, layer_linearity
+from funnelscope.probes.result import ProbeResult, compare, save_comparison
+from funnelscope.probes.weights import (
+    LayerSpectrum,
+    WeightsAnalysis,
+    WeightsSummary,
+    analyze_weights,
+    summarize_weights,
+    weight_spectra,
+)
 from funnelscope.report.html import write_report
 from funnelscope.spectra.eigen import gram_eigenvalues
 from funnelscope.spectra.marchenko_pastur import MarchenkoPasturFit, fit_marchenko_pastur
@@ -26,15 +35,20 @@ __all__ = [
     "HessianDensity",
     "HessianSpectrum",
     "JacobianSpectrum",
+    "LabelledData",
     "LandscapeLine",
     "LandscapePlane",
+    "LayerLinearity",
     "LayerSpectrum",
     "MarchenkoPasturFit",
     "PowerLawFit",
+    "ProbeResult",
     "StudyResult",
+    "WeightsAnalysis",
     "WeightsSummary",
     "analyze_weights",
     "classify_phase",
+    "compare",
     "fit_marchenko_pastur",
     "fit_powerlaw",
     "get_study",
@@ -45,7 +59,9 @@ __all__ = [
     "landscape_plane",
     "layer_linearity",
     "open_weights",
+    "read_data",
     "run_study",
+    "save_comparison",
     "summarize_weights",
     "weight_spectra",
     "write_report",

@@ -12,30 +12,18 @@ images), ``digits:train`` / ``digits:train:image`` (the training split), or a ``
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from funnelscope.errors import FunnelscopeInputError
+from funnelscope.data import LabelledData
+from funnelscope.errors import FunnelscopeInputError, first_line
 
 __all__ = ["LabelledData", "load_data", "load_digits"]
 
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
-
-
-@dataclass(frozen=True)
-class LabelledData:
-    """Inputs ``x`` (float32 tensor, first axis = examples) and optional integer labels ``y``."""
-
-    x: torch.Tensor
-    y: torch.Tensor | None
-    name: str
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
 
 
 def load_digits(*, split: str = "test", image: bool = False, seed: int = DIGITS_SPLIT_SEED) -> LabelledData:
@@ -118,7 +106,7 @@ def _from_file(path: Path) -> LabelledData:
     except FunnelscopeInputError:
         raise
     except Exception as error:
-        raise FunnelscopeInputError(f"{path}: unreadable data file ({str(error).splitlines()[0]})") from error
+        raise FunnelscopeInputError(f"{path}: unreadable data file ({first_line(error)})") from error
     if "x" not in arrays:
         raise FunnelscopeInputError(f"{path}: no array named 'x' (found {sorted(arrays)})")
     x = torch.as_tensor(np.asarray(arrays["x"]))

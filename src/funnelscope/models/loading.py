@@ -19,10 +19,10 @@ from pathlib import Path
 
 from torch import nn
 
-from funnelscope.errors import FunnelscopeInputError
-from funnelscope.models.sources import _short, load_torch_file, open_weights
+from funnelscope.errors import FunnelscopeInputError, first_line
+from funnelscope.models.sources import load_torch_file, open_weights
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "load_models"]
 
 
 def load_model(
@@ -73,16 +73,41 @@ def load_model(
     raise FunnelscopeInputError(f"{path}: holds a {type(obj).__name__}, not a model")
 
 
+def load_models(
+    specs: list[str],
+    *,
+    weights: str | Path | None = None,
+    factory_kwargs: Mapping[str, object] | None = None,
+    trust_pickle: bool = False,
+) -> dict[str, nn.Module]:
+    """Several models by :func:`load_model`, each under a unique label (its file stem or factory name;
+    ``_2``, ``_3``… for repeats), in the order given. ``weights`` goes with a single factory spec."""
+    if not specs:
+        raise FunnelscopeInputError("give at least one MODEL")
+    if weights is not None and len(specs) > 1:
+        raise FunnelscopeInputError("--weights goes with a single module:factory MODEL")
+    models: dict[str, nn.Module] = {}
+    for spec in specs:
+        model = load_model(spec, weights=weights, factory_kwargs=factory_kwargs, trust_pickle=trust_pickle)
+        base = Path(spec).stem if Path(spec).exists() else str(spec).rpartition(":")[2]
+        base = "".join(c if c.isalnum() or c in "._-" else "_" for c in base) or "model"
+        label, suffix = base, 2
+        while label in models:
+            label, suffix = f"{base}_{suffix}", suffix + 1
+        models[label] = model
+    return models
+
+
 def _from_factory(spec: str, weights: str | Path | None, kwargs: dict, trust_pickle: bool) -> nn.Module:
     module_name, _, attribute = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
-        raise FunnelscopeInputError(f"{spec}: cannot import the model factory ({_short(error)})") from error
+        raise FunnelscopeInputError(f"{spec}: cannot import the model factory ({first_line(error)})") from error
     try:
         model = factory(**kwargs)
     except TypeError as error:
-        raise FunnelscopeInputError(f"{spec}: {_short(error)}") from error
+        raise FunnelscopeInputError(f"{spec}: {first_line(error)}") from error
     if not isinstance(model, nn.Module):
         raise FunnelscopeInputError(f"{spec}: returned a {type(model).__name__}, not an nn.Module")
     if weights is None:
@@ -98,5 +123,5 @@ def _from_factory(spec: str, weights: str | Path | None, kwargs: dict, trust_pic
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise FunnelscopeInputError(f"{weights}: does not fit {spec} ({_short(error)})") from error
+        raise FunnelscopeInputError(f"{weights}: does not fit {spec} ({first_line(error)})") from error
     return model

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from funnelscope.errors import FunnelscopeInputError
+from funnelscope.errors import FunnelscopeInputError, first_line
 
 __all__ = ["TensorRef", "WeightSource", "open_weights"]
 
@@ -223,7 +223,7 @@ def _from_safetensors(
                     shape = tuple(handle.get_slice(key).get_shape())
                     located[key] = (path, shape)
         except Exception as error:
-            raise FunnelscopeInputError(f"{path}: not a readable safetensors file ({_short(error)})") from error
+            raise FunnelscopeInputError(f"{path}: not a readable safetensors file ({first_line(error)})") from error
         _check_safetensors_size(path)
     keys = order if order is not None else sorted(located, key=natural_key)
     missing = [key for key in keys if key not in located]
@@ -269,7 +269,7 @@ def _from_directory(directory: Path, *, trust_pickle: bool, matrices_only: bool)
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (ValueError, KeyError) as error:
-            raise FunnelscopeInputError(f"{index}: not a valid safetensors index ({_short(error)})") from error
+            raise FunnelscopeInputError(f"{index}: not a valid safetensors index ({first_line(error)})") from error
         shards = sorted({directory / name for name in weight_map.values()})
         for shard in shards:
             if not shard.exists():
@@ -321,12 +321,12 @@ def load_torch_file(path: Path, *, trust_pickle: bool) -> object:
         try:
             return torch.jit.load(str(path), map_location="cpu")
         except Exception as error:
-            raise FunnelscopeInputError(f"{path}: unreadable TorchScript archive ({_short(error)})") from error
+            raise FunnelscopeInputError(f"{path}: unreadable TorchScript archive ({first_line(error)})") from error
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as error:
         if not _is_pickle_refusal(error):
-            raise FunnelscopeInputError(f"{path}: not a readable torch file ({_short(error)})") from error
+            raise FunnelscopeInputError(f"{path}: not a readable torch file ({first_line(error)})") from error
         if not trust_pickle:
             raise FunnelscopeInputError(
                 f"{path}: holds pickled Python objects, not just tensors; loading it runs code from the file. "
@@ -335,7 +335,7 @@ def load_torch_file(path: Path, *, trust_pickle: bool) -> object:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as inner:
-        raise FunnelscopeInputError(f"{path}: cannot unpickle ({_short(inner)})") from inner
+        raise FunnelscopeInputError(f"{path}: cannot unpickle ({first_line(inner)})") from inner
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -348,9 +348,3 @@ def _is_torchscript(path: Path) -> bool:
 def _is_pickle_refusal(error: Exception) -> bool:
     text = str(error)
     return "weights_only" in text or "Unsupported global" in text or "WeightsUnpickler" in text
-
-
-def _short(error: BaseException) -> str:
-    """The first line of an exception's message, without a trailing period."""
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__).rstrip(".")

@@ -27,27 +27,19 @@ References
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import nn
 
+from funnelscope.data import Batches
 from funnelscope.errors import FunnelscopeInputError
-from funnelscope.probes._loss import Batches, LossFunction, loss_sum
+from funnelscope.models.outputs import logits_of
+from funnelscope.options import check_choice
+from funnelscope.probes.loss import LossFunction, loss_sum
 
 __all__ = ["HVP_METHODS", "CurvatureProducts"]
 
 HVP_METHODS = ("auto", "forward-over-reverse", "double-backward")
-
-
-def model_output(output: Any) -> torch.Tensor:
-    """The tensor a model returned (or its ``.logits``)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    raise FunnelscopeInputError(f"the model returned {type(output).__name__}, not a tensor (or .logits)")
 
 
 class CurvatureProducts:
@@ -68,8 +60,7 @@ class CurvatureProducts:
 
     def __init__(self, model: nn.Module, batches: Batches, loss_fn: LossFunction, *, method: str = "auto",
                  on_product: Callable[[], None] | None = None) -> None:
-        if method not in HVP_METHODS:
-            raise FunnelscopeInputError(f"hvp={method!r} must be one of {', '.join(map(repr, HVP_METHODS))}")
+        check_choice("hvp", method, HVP_METHODS)
         self.model, self.batches, self.loss_fn = model, batches, loss_fn
         named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         if not named:
@@ -149,7 +140,7 @@ class CurvatureProducts:
         primals = {name: p.detach() for name, p in zip(self.names, self.params, strict=True)}
 
         def outputs(params: dict, x: torch.Tensor) -> torch.Tensor:
-            return model_output(functional_call(self.model, ({**params}, buffers), (x,)))
+            return logits_of(functional_call(self.model, ({**params}, buffers), (x,)))
 
         return primals, outputs
 
@@ -180,7 +171,7 @@ class CurvatureProducts:
 
     def _hvp_double_backward(self, x: torch.Tensor, y: torch.Tensor, columns: list) -> list:
         with torch.enable_grad():
-            loss = loss_sum(self.loss_fn, model_output(self.model(x)), y) / self.batches.n
+            loss = loss_sum(self.loss_fn, logits_of(self.model(x)), y) / self.batches.n
             grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
             grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params, strict=True)]
             result = []
@@ -226,7 +217,7 @@ class CurvatureProducts:
 
     def _ggn_autograd(self, x: torch.Tensor, y: torch.Tensor, columns: list) -> list:
         with torch.enable_grad():
-            z = model_output(self.model(x))
+            z = logits_of(self.model(x))
             w = torch.zeros_like(z, requires_grad=True)
             jt_w = torch.autograd.grad(z, self.params, grad_outputs=w, create_graph=True, allow_unused=True)
             pairs = [(g, v) for g, v in zip(jt_w, self.params, strict=True) if g is not None]

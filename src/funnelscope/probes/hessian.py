@@ -1,4 +1,6 @@
-"""The Hessian probe: extreme eigenvalues, trace and spectral density of the loss Hessian (DESIGN 2.6).
+"""The Hessian probe: extreme eigenvalues, trace and spectral density of the loss Hessian.
+
+Definitions: ``docs/quantities.md#hessian``.
 
 ``H = ∇²_θ L(θ)`` for the example-weighted mean loss ``L`` over a data set (eval mode), known only through
 Hessian–vector products (:mod:`funnelscope.probes.curvature`):
@@ -30,18 +32,29 @@ import pandas as pd
 import torch
 from torch import nn
 
+from funnelscope.data import read_data
 from funnelscope.errors import FunnelscopeInputError
-from funnelscope.probes._common import (
-    _check_count,
-    _evaluating,
-    _forward_checked,
-    _progress_bar,
-    _short_error,
-    _target_device,
+from funnelscope.models.evaluation import evaluating
+from funnelscope.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SEED,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    make_generator,
+    resolve_device,
 )
-from funnelscope.probes._loss import as_batches, loss_sum, resolve_loss
-from funnelscope.probes.curvature import HVP_METHODS, CurvatureProducts, model_output
-from funnelscope.spectra.lanczos import SpectralDensity, _seed, lanczos, stochastic_lanczos_quadrature
+from funnelscope.probes.curvature import HVP_METHODS, CurvatureProducts
+from funnelscope.probes.loss import loss_value, resolve_loss
+from funnelscope.probes.result import ProbeResult
+from funnelscope.progress import progress_bar
+from funnelscope.spectra.lanczos import (
+    CONVERGED_TOL,
+    SpectralDensity,
+    extreme_eigenvalues,
+    stochastic_lanczos_quadrature,
+)
 
 __all__ = ["HessianDensity", "HessianSpectrum", "hessian_spectrum"]
 
@@ -49,7 +62,6 @@ DEFAULT_PROBES = 16
 DEFAULT_STEPS = 64
 OUTLIER_GAP = 2.0
 DENSITY_POINTS = 2001
-CONVERGED_TOL = 1e-5  # |β_s y_k[s]| ≤ tol · max|θ|: the Ritz value is within that of an eigenvalue
 
 
 @dataclass(frozen=True)
@@ -77,8 +89,11 @@ class HessianDensity:
 
 
 @dataclass(frozen=True, eq=False)
-class HessianSpectrum:
+class HessianSpectrum(ProbeResult):
     """Curvature of the loss at the model's parameters, all computed when the probe ran.
+
+    ``save()`` writes ``eigenvalues`` (:meth:`to_frame`), ``density`` (with a density), ``summary.json`` and,
+    on request, the figure ``hessian``.
 
     Attributes
     ----------
@@ -126,6 +141,24 @@ class HessianSpectrum:
     loss: float
     seconds: float = field(repr=False)
 
+    probe = "hessian"
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        tables = {"eigenvalues": self.to_frame()}
+        if self.density is not None:
+            tables["density"] = self.density.to_frame()
+        return tables
+
+    def figures(self, title: str | None = None) -> dict[str, Any]:
+        from funnelscope.report.curvature_plots import plot_hessian
+
+        return {"hessian": plot_hessian(self, title=title or "")}
+
+    def comparison_figure(self, results: Any) -> Any:
+        from funnelscope.report.curvature_plots import plot_hessian_comparison
+
+        return plot_hessian_comparison(dict(results))
+
     def summary(self) -> dict[str, Any]:
         """Keys ``n, dim, method, loss, lambda_max, lambda_min, gn_lambda_max, trace, trace_stderr, outliers,
         bulk_edge, products, seconds`` (``lambda_min`` NaN without ``bottom_k``)."""
@@ -167,8 +200,8 @@ class HessianSpectrum:
 def hessian_spectrum(
     model: nn.Module,
     data: Any,
-    loss_fn: Any = None,
     *,
+    loss_fn: Any = None,
     top_k: int = 5,
     bottom_k: int = 0,
     trace: bool = True,
@@ -178,10 +211,10 @@ def hessian_spectrum(
     lanczos_steps: int = DEFAULT_STEPS,
     density_width: float | None = None,
     max_batches: int | None = None,
-    batch_size: int | None = None,
     hvp: str = "auto",
-    seed: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str | None = None,
+    seed: int | None = DEFAULT_SEED,
     progress: bool = False,
 ) -> HessianSpectrum:
     """Top/bottom eigenvalues, trace and spectral density of the loss Hessian ``H = ∇²_θ L``.
@@ -197,9 +230,10 @@ def hessian_spectrum(
     model : nn.Module
         Run in eval mode (BatchNorm on running statistics, no dropout); its modes are restored afterwards.
         ``θ``: its parameters with ``requires_grad``.
-    data : DataLoader, (x, y) pair or LabelledData
-        Read once into memory (so every product sees the same examples in the same batches); the loss is the
-        example-weighted mean, so a smaller last batch counts by its size.
+    data : (x, y), LabelledData, Dataset or DataLoader
+        With targets (:func:`funnelscope.data.read_data`). Read once into memory (so every product sees the
+        same examples in the same batches); the loss is the example-weighted mean, so a smaller last batch
+        counts by its size.
     loss_fn : None, "cross_entropy", "mse" or callable
         ``loss_fn(output, target)`` returning per-example losses (or a batch mean); default cross-entropy.
     top_k, bottom_k : int
@@ -219,13 +253,13 @@ def hessian_spectrum(
         Std of the Gaussian broadening; default ``0.005 × (θ_max − θ_min)`` over the Ritz values.
     max_batches : int, optional
         Use only the first batches of the data.
-    batch_size : int, optional
-        Batch size for tensor data (default 256; a DataLoader keeps its own).
+    batch_size : int, default 256
+        Batch size for tensor data (a DataLoader keeps its own).
     hvp : {"auto", "forward-over-reverse", "double-backward"}
         How products are computed; ``auto`` prefers forward-over-reverse and falls back to double backward
         (TorchScript modules, operations without forward-mode rules).
-    seed : int, optional
-        Seed of the Lanczos start vector and the probes.
+    seed : int or None, default 0
+        Seed of the Lanczos start vector and the probes (None: fresh randomness).
     device : torch device, optional
         Where to compute (default: where the parameters are).
     progress : bool
@@ -249,7 +283,7 @@ def hessian_spectrum(
     >>> x, y = torch.randn(50, 3, dtype=torch.float64), torch.randn(50, dtype=torch.float64)
     >>> model = nn.Linear(3, 1, bias=False).double()
     >>> mse = lambda out, target: (out[:, 0] - target) ** 2
-    >>> spectrum = hessian_spectrum(model, (x, y), mse, top_k=3, gauss_newton=False, seed=0)
+    >>> spectrum = hessian_spectrum(model, (x, y), loss_fn=mse, top_k=3, gauss_newton=False)
     >>> exact = torch.linalg.eigvalsh(2 * x.T @ x / 50).flip(0).numpy()
     >>> bool(np.allclose(spectrum.top_eigenvalues, exact))
     True
@@ -271,43 +305,40 @@ def hessian_spectrum(
     start_time = time.perf_counter()
     if not isinstance(model, nn.Module):
         raise FunnelscopeInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    top_k = _positive("top_k", top_k)
-    bottom_k = _check_nonnegative("bottom_k", bottom_k)
-    probes = _positive("probes", probes)
-    lanczos_steps = _positive("lanczos_steps", lanczos_steps)
-    max_batches = _check_count("max_batches", max_batches)
-    batch_size = _check_count("batch_size", batch_size)
+    top_k = check_int("top_k", top_k)
+    bottom_k = check_int("bottom_k", bottom_k, minimum=0)
+    probes = check_int("probes", probes)
+    lanczos_steps = check_int("lanczos_steps", lanczos_steps)
     for name, flag in (("trace", trace), ("density", density), ("gauss_newton", gauss_newton),
                        ("progress", progress)):
-        if not isinstance(flag, bool):
-            raise FunnelscopeInputError(f"{name}={flag!r} must be a bool")
-    if hvp not in HVP_METHODS:
-        raise FunnelscopeInputError(f"hvp={hvp!r} must be one of {', '.join(map(repr, HVP_METHODS))}")
-    if density_width is not None and not (isinstance(density_width, int | float) and density_width > 0):
-        raise FunnelscopeInputError(f"density_width={density_width!r} must be a positive number")
+        check_bool(name, flag)
+    check_choice("hvp", hvp, HVP_METHODS)
+    density_width = check_number("density_width", density_width, optional=True)
     if max(top_k, bottom_k) > lanczos_steps:
         raise FunnelscopeInputError(
             f"top_k={top_k} and bottom_k={bottom_k} must not exceed lanczos_steps={lanczos_steps}"
         )
-    generator = torch.Generator().manual_seed(_seed(seed))
+    generator = make_generator(seed)
     loss = resolve_loss(loss_fn)
-    batches = as_batches(data, batch_size=batch_size, max_batches=max_batches)
-    target = _target_device(model, device)
+    batches = read_data(data, batch_size=batch_size, max_batches=max_batches).require_targets("the loss needs them")
+    target = resolve_device(device, model)
 
-    with _evaluating(model, target):
+    with evaluating(model, target):
         batches = batches.to(target)
-        value = _loss_value(model, batches, loss)
+        value = loss_value(model, batches, loss)
         ops = CurvatureProducts(model, batches, loss, method=hvp)
         dim = ops.dim
         steps = min(lanczos_steps, dim)
         planned = steps * (1 + gauss_newton) + (probes * min(lanczos_steps, dim) if density else probes * trace)
-        with _progress_bar(progress, planned, "Hessian-vector products") as advance:
+        with progress_bar(progress, planned, "Hessian-vector products") as advance:
             ops.on_product = advance
-            top, top_res, bottom, bottom_res = _extremes(ops.hessian_matmat, dim, steps, top_k, bottom_k,
-                                                         generator, target)
+            extremes = extreme_eigenvalues(ops.hessian_matmat, dim, top_k=top_k, bottom_k=bottom_k, steps=steps,
+                                           generator=generator, device=target)
+            top = extremes.top
             gn_top = np.array([])
             if gauss_newton:
-                gn_top, _, _, _ = _extremes(ops.gauss_newton_matmat, dim, steps, top_k, 0, generator, target)
+                gn_top = extreme_eigenvalues(ops.gauss_newton_matmat, dim, top_k=top_k, steps=steps,
+                                             generator=generator, device=target).top
             trace_value = trace_se = np.nan
             hessian_density = None
             if density:
@@ -324,7 +355,8 @@ def hessian_spectrum(
         level = max(0.5, 1.0 - (top.size + 1) / dim)
         edge = float(hessian_density.quadrature.quantiles(np.array([level]))[0])
     return HessianSpectrum(
-        top_eigenvalues=top, top_residuals=top_res, bottom_eigenvalues=bottom, bottom_residuals=bottom_res,
+        top_eigenvalues=top, top_residuals=extremes.top_residuals, bottom_eigenvalues=extremes.bottom,
+        bottom_residuals=extremes.bottom_residuals,
         gauss_newton_top_eigenvalues=gn_top, trace=float(trace_value), trace_stderr=float(trace_se),
         density=hessian_density, outliers=count_outliers(top, edge), bulk_edge=edge, n=batches.n, dim=dim,
         method=ops.method, products=ops.products, loss=value, seconds=time.perf_counter() - start_time,
@@ -350,16 +382,6 @@ def count_outliers(top: np.ndarray, edge: float = np.nan, *, gap: float = OUTLIE
     return best + 1 if ratios[best] >= gap else 0
 
 
-def _extremes(matmat, dim: int, steps: int, top_k: int, bottom_k: int, generator: torch.Generator,
-              device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    start = torch.randn(dim, 1, generator=generator, dtype=torch.float64).to(device)
-    values, _, residuals = lanczos(matmat, start, steps=steps, generator=generator).ritz()
-    values, residuals = values[0].numpy(), residuals[0].numpy()
-    top, top_res = values[::-1][:top_k].copy(), residuals[::-1][:top_k].copy()
-    bottom, bottom_res = values[:bottom_k].copy(), residuals[:bottom_k].copy()
-    return top, top_res, bottom, bottom_res
-
-
 def _hutchinson(matmat, dim: int, probes: int, generator: torch.Generator,
                 device: torch.device) -> tuple[float, float]:
     z = (torch.randint(0, 2, (dim, probes), generator=generator, dtype=torch.float64) * 2 - 1).to(device)
@@ -378,34 +400,3 @@ def _broaden(sld: SpectralDensity, width: float | None) -> HessianDensity:
         width = 0.005 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 1e-3
     grid = np.linspace(lo - 6 * width, hi + 6 * width, DENSITY_POINTS)
     return HessianDensity(grid=grid, values=sld.density(grid, width=width), width=float(width), quadrature=sld)
-
-
-@torch.no_grad()
-def _loss_value(model: nn.Module, batches, loss_fn) -> float:
-    """``L(θ)``; the first place a model that rejects the data, or a loss that does not fit it, is caught."""
-    total = 0.0
-    for x, y in batches.batches:
-        output = model_output(_forward_checked(model, x))
-        try:
-            total += float(loss_sum(loss_fn, output, y).double())
-        except FunnelscopeInputError:
-            raise
-        except (RuntimeError, ValueError, TypeError, IndexError) as error:
-            raise FunnelscopeInputError(
-                f"the loss failed on outputs of shape {tuple(output.shape)} and targets of shape "
-                f"{tuple(y.shape)}: {_short_error(error)}"
-            ) from error
-    return total / batches.n
-
-
-def _positive(name: str, value: Any) -> int:
-    checked = _check_count(name, value)
-    if checked is None:
-        raise FunnelscopeInputError(f"{name}=None must be a positive integer")
-    return checked
-
-
-def _check_nonnegative(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-        raise FunnelscopeInputError(f"{name}={value!r} must be a non-negative integer")
-    return int(value)

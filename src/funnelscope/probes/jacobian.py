@@ -1,4 +1,6 @@
-"""The Jacobian probe: the spectrum of the data Gram of output Jacobians, ``M = 𝒥𝒥ᵀ`` (DESIGN 2.5).
+"""The Jacobian probe: the spectrum of the data Gram of output Jacobians, ``M = 𝒥𝒥ᵀ``.
+
+Definitions: ``docs/quantities.md#jacobian-gram``.
 
 For a classifier with outputs ``f(x) ∈ ℝᵏ`` (softmax probabilities by default) and ``n`` examples,
 
@@ -40,15 +42,19 @@ import pandas as pd
 import torch
 from torch import nn
 
+from funnelscope.data import read_data
 from funnelscope.errors import FunnelscopeInputError
-from funnelscope.probes import jacobian_sketch
-from funnelscope.probes._common import (
-    _check_choice,
-    _check_count,
-    _evaluating,
-    _load_inputs,
-    _target_device,
+from funnelscope.models.evaluation import evaluating
+from funnelscope.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SEED,
+    check_bool,
+    check_choice,
+    check_int,
+    make_generator,
+    resolve_device,
 )
+from funnelscope.probes import jacobian_sketch
 from funnelscope.probes.jacobian_gram import (
     GramSolution,
     JacobianRows,
@@ -56,6 +62,8 @@ from funnelscope.probes.jacobian_gram import (
     solve_implicit,
     solve_primal,
 )
+from funnelscope.probes.result import ProbeResult
+from funnelscope.progress import progress_bar
 from funnelscope.spectra.lanczos import SpectralDensity
 from funnelscope.spectra.metrics import esd_metrics
 from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
@@ -67,9 +75,10 @@ METHODS = ("exact", "sketch", "auto")
 SOLVERS = ("auto", "dense", "lanczos")
 WRT = ("inputs", "params")
 SUMMARY_KEYS = ("n", "k", "d", "method", "lambda_max", "trace", "alpha", "xmin", "D", "stable_rank",
-                "effective_rank", "matrix_rank", "offdiag_ratio")
+                "effective_rank", "matrix_rank", "offdiag_ratio", "diagonal_alpha", "accuracy",
+                "spearman_confidence", "spearman_p_value", "mean_diagonal_correct", "mean_diagonal_incorrect",
+                "auroc_incorrect")
 
-DEFAULT_BATCH_SIZE = 128
 DEFAULT_PROBES = 32
 AUTO_SKETCH_ABOVE_K = 64  # method="auto": output probes when k > 64
 AUTO_PROJECT_ABOVE_D = 16384  # method="sketch"/"auto": CountSketch the input side when d > 16384 …
@@ -78,8 +87,11 @@ DENSE_LIMIT = 4096  # solver="auto": dense eigen-solve when min(n, r) ≤ 4096 (
 
 
 @dataclass(frozen=True, eq=False)
-class JacobianSpectrum:
+class JacobianSpectrum(ProbeResult):
     """The Jacobian Gram's spectrum and per-example quantities, all computed when the probe ran.
+
+    ``save()`` writes ``examples`` (:meth:`to_frame`), ``eigenvalues``, ``per_class`` (with labels),
+    ``summary.json`` and, on request, the figure ``jacobian`` (ESD, diagonal, Gram cosine).
 
     Attributes
     ----------
@@ -137,15 +149,38 @@ class JacobianSpectrum:
     density: SpectralDensity | None = field(default=None, repr=False)
     metrics: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    probe = "jacobian"
+
     def summary(self) -> dict[str, Any]:
-        """Keys ``n, k, d, method, lambda_max, trace, alpha, xmin, D, stable_rank, effective_rank,
-        matrix_rank, offdiag_ratio``.
+        """Keys ``SUMMARY_KEYS``: ``n, k, d, method, lambda_max, trace, alpha, xmin, D, stable_rank,
+        effective_rank, matrix_rank, offdiag_ratio, diagonal_alpha`` and those of
+        :meth:`confidence_relation`.
 
         ``trace = Σ M_ii``; ``stable_rank = trace/λ_max``; ``effective_rank = exp(−Σ p log p)``, ``p = λ/Σλ``;
         ``matrix_rank = #{λ > zero_tolerance}`` (NaN for the lanczos solver); ``offdiag_ratio =
-        ‖M − diag M‖_F / ‖M‖_F`` (0: no correlation between examples; near 1: the correlations dominate).
+        ‖M − diag M‖_F / ‖M‖_F`` (0: no correlation between examples; near 1: the correlations dominate);
+        ``diagonal_alpha``: the power-law exponent of the diagonal ``M_ii`` (NaN when it cannot be fitted).
         """
-        return dict(self.metrics)
+        summary = dict(self.metrics)
+        summary["diagonal_alpha"] = self.diagonal_fit.alpha if self.diagonal_fit is not None else np.nan
+        summary.update(self.confidence_relation())
+        return {key: summary[key] for key in SUMMARY_KEYS}
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        tables = {"examples": self.to_frame(), "eigenvalues": pd.DataFrame({"eigenvalue": self.eigenvalues})}
+        if self.labels is not None:
+            tables["per_class"] = self.per_class()
+        return tables
+
+    def figures(self, title: str | None = None) -> dict[str, Any]:
+        from funnelscope.report.jacobian_plots import plot_jacobian
+
+        return {"jacobian": plot_jacobian(self, title=title or "")}
+
+    def comparison_figure(self, results: Any) -> Any:
+        from funnelscope.report.jacobian_plots import plot_jacobian_comparison
+
+        return plot_jacobian_comparison(dict(results))
 
     def to_frame(self) -> pd.DataFrame:
         """One row per example, in input order: ``index, diagonal, label, predicted, confidence, correct,
@@ -172,7 +207,7 @@ class JacobianSpectrum:
         S_a·S_b`` with ``S_a = Σ_{i∈a} vec J(x_i)``), so they need no ``n × n`` matrix.
         """
         if self.labels is None or self.classes is None or self.class_gram is None:
-            raise FunnelscopeInputError("per_class() needs labels: pass labels= to jacobian_spectrum")
+            raise FunnelscopeInputError("per_class() needs labels: pass data as (x, y) to jacobian_spectrum")
         rows = []
         for a, cls in enumerate(self.classes):
             members = self.labels == cls
@@ -221,19 +256,19 @@ class JacobianSpectrum:
 
 def jacobian_spectrum(
     model: nn.Module,
-    inputs: Any,
-    labels: Any = None,
+    data: Any,
     *,
     output: str = "probs",
     method: str = "exact",
     probes: int | None = None,
-    seed: int | None = None,
-    batch_size: int | None = None,
-    device: torch.device | str | None = None,
-    keep_gram: bool = False,
-    wrt: str = "inputs",
     project: int | None = None,
     solver: str = "auto",
+    wrt: str = "inputs",
+    keep_gram: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: torch.device | str | None = None,
+    seed: int | None = DEFAULT_SEED,
+    progress: bool = False,
 ) -> JacobianSpectrum:
     """The ESD of the data Gram ``M_ij = vec J(x_i) · vec J(x_j)`` of a model's output Jacobians.
 
@@ -243,13 +278,11 @@ def jacobian_spectrum(
         Returns logits of shape (batch, k) (or an object with a ``.logits`` tensor). It runs in eval mode
         (BatchNorm on running statistics, no dropout) and its previous mode is restored afterwards, also on
         error; no parameter's ``.grad`` is touched. It must not mix examples in eval mode (the sum trick).
-    inputs : Tensor, ndarray, torch Dataset or DataLoader
-        ``n`` examples (the first dimension). For a Dataset or DataLoader, the first element of each item is
-        the input and the second, when it is an integer class index, the label (unless ``labels`` is given);
-        the data are read once, in the loader's order, and kept on the CPU.
-    labels : array-like of n ints in [0, k), optional
-        Class labels: enable ``correct``/``loss``, :meth:`~JacobianSpectrum.per_class` and the correctness
-        part of :meth:`~JacobianSpectrum.confidence_relation`.
+    data : Tensor, ndarray, (x, y), LabelledData, Dataset or DataLoader
+        ``n`` examples (:func:`funnelscope.data.read_data`), read once in order and kept on the CPU. Targets
+        ``y``, when given, are class labels (integers in ``[0, k)``): they enable ``correct``/``loss``,
+        :meth:`~JacobianSpectrum.per_class` and the correctness part of
+        :meth:`~JacobianSpectrum.confidence_relation`. Pass the inputs alone to leave them out.
     output : {"probs", "logits", "log_probs"}
         ``f = softmax(logits)``, the logits, or ``log_softmax(logits)``.
     method : {"exact", "sketch", "auto"}
@@ -257,10 +290,10 @@ def jacobian_spectrum(
         ``auto``: exact when ``k ≤ 64``, else the sketch.
     probes : int, optional
         Output probes ``m`` of the sketch (default 32); only with ``method="sketch"`` or ``"auto"``.
-    seed : int, optional
-        Seed of the probes, the projection and the Lanczos start vectors (default: fresh randomness).
-    batch_size : int, optional
-        Examples per forward pass (default 128); the result does not depend on it.
+    seed : int or None, default 0
+        Seed of the probes, the projection and the Lanczos start vectors (None: fresh randomness).
+    batch_size : int, default 256
+        Examples per forward pass; the result does not depend on it.
     device : torch device, optional
         Where to compute (default: where the model's parameters are; the model is moved there and back).
     keep_gram : bool
@@ -276,6 +309,8 @@ def jacobian_spectrum(
         ``dense``: float64 eigen-solve of the smaller of ``M`` and ``ΦᵀΦ``; ``lanczos``: Lanczos top
         eigenvalues and a quadrature bulk from the stored rows. ``auto``: dense for ``method="exact"``, for
         ``keep_gram`` or when ``min(n, r) ≤ 4096`` (``r`` = rows × d columns of ``Φ``), else lanczos.
+    progress : bool
+        A progress bar over the backward passes on stderr.
 
     Returns
     -------
@@ -329,7 +364,7 @@ def jacobian_spectrum(
     --------
     >>> torch.manual_seed(0) and None
     >>> model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3))
-    >>> spectrum = jacobian_spectrum(model, torch.randn(40, 5))
+    >>> spectrum = jacobian_spectrum(model, torch.randn(40, 5))  # inputs alone: no labels
     >>> summary = spectrum.summary()  # r = (k − 1)·d = 10 columns < n = 40: dual
     >>> summary["method"], spectrum.eigenvalues.shape, summary["matrix_rank"]  # softmax: rank (k − 1)·d
     ('exact/dual', (40,), 10)
@@ -345,32 +380,29 @@ def jacobian_spectrum(
     .. [4] S. Ubaru, J. Chen, Y. Saad, "Fast estimation of tr(f(A)) via stochastic Lanczos quadrature",
        SIAM J. Matrix Anal. Appl. 38(4), 2017 (the lanczos solver's bulk).
     """
-    _check_choice("output", output, OUTPUTS)
-    _check_choice("method", method, METHODS)
-    _check_choice("solver", solver, SOLVERS)
-    _check_choice("wrt", wrt, WRT)
-    probes = _check_count("probes", probes)
-    batch_size = _check_count("batch_size", batch_size) or DEFAULT_BATCH_SIZE
-    project = _check_count("project", project)
+    check_choice("output", output, OUTPUTS)
+    check_choice("method", method, METHODS)
+    check_choice("solver", solver, SOLVERS)
+    check_choice("wrt", wrt, WRT)
+    probes = check_int("probes", probes, optional=True)
+    batch_size = check_int("batch_size", batch_size)
+    project = check_int("project", project, optional=True)
+    check_bool("progress", progress)
     if probes is not None and method == "exact":
         raise FunnelscopeInputError(f"probes={probes} applies to method='sketch' or 'auto', not 'exact'")
-    if not isinstance(keep_gram, bool):
-        raise FunnelscopeInputError(f"keep_gram={keep_gram!r} must be a bool")
-    if keep_gram and solver == "lanczos":
+    if check_bool("keep_gram", keep_gram) and solver == "lanczos":
         raise FunnelscopeInputError("keep_gram=True needs the dense solver, not solver='lanczos'")
     if not isinstance(model, nn.Module):
         raise FunnelscopeInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
-        raise FunnelscopeInputError(f"seed={seed!r} must be an integer or None")
-    generator = torch.Generator()
-    generator.seed() if seed is None else generator.manual_seed(int(seed))
-    x, found_labels = _load_inputs(inputs)
-    target = _target_device(model, device)
+    generator = make_generator(seed)
+    batches = read_data(data, batch_size=batch_size)
+    x, targets = batches.inputs(), batches.targets()
+    target = resolve_device(device, model)
 
-    with _evaluating(model, target):
+    with evaluating(model, target):
         engine = JacobianRows(model, x, output=output, wrt=wrt, batch_size=batch_size, device=target)
         n, k, d = engine.n, engine.k, engine.dim
-        engine.labels = _check_labels(labels, n, k) if labels is not None else _found_labels(found_labels, n, k)
+        engine.labels = _check_labels(targets, n, k) if targets is not None else None
         sketched = method == "sketch" or (method == "auto" and k > AUTO_SKETCH_ABOVE_K)
         if sketched:
             m = probes or DEFAULT_PROBES
@@ -395,7 +427,10 @@ def jacobian_spectrum(
             solver = "primal" if keep_gram or r >= n else "dual"
         directions = directions.to(target, engine.dtype)
         run = {"primal": solve_primal, "dual": solve_dual, "lanczos": solve_implicit}[solver]
-        solved = run(engine, directions, width, int(torch.randint(0, 2**62, (1,), generator=generator)))
+        passes = -(-n // engine.batch_size) * len(directions)
+        with progress_bar(progress, passes, "Jacobian rows (backward passes)") as advance:
+            engine.on_rows = advance
+            solved = run(engine, directions, width, int(torch.randint(0, 2**62, (1,), generator=generator)))
     return _result(engine, solved, method=f"{route}/{solver}", output=output, wrt=wrt, r=r, keep_gram=keep_gram)
 
 
@@ -490,22 +525,17 @@ def _fit(values: np.ndarray, min_value: float) -> PowerLawFit | None:
 def _check_labels(labels: Any, n: int, k: int) -> np.ndarray:
     arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise FunnelscopeInputError(f"labels must be {n} class indices (one per example), got shape {arr.shape}")
+        raise FunnelscopeInputError(f"labels (y) must be {n} class indices (one per example), got shape {arr.shape}")
     if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
-        raise FunnelscopeInputError(f"labels must be integer class indices, got dtype {arr.dtype}")
+        raise FunnelscopeInputError(f"labels (y) must be integer class indices, got dtype {arr.dtype} (pass the "
+                                    "inputs alone to leave labels out)")
     if arr.size and (arr.min() < 0 or arr.max() >= k):
         raise FunnelscopeInputError(f"labels must be in [0, {k}) for a model with {k} outputs, "
                                     f"got values in [{arr.min()}, {arr.max()}]")
     return arr.astype(np.int64)
 
 
-def _found_labels(found: torch.Tensor | None, n: int, k: int) -> np.ndarray | None:
-    """Labels read from a data set's second element, used only when they are class indices of the model."""
-    if found is None or found.is_floating_point() or found.is_complex() or found.shape[0] != n:
-        return None
-    arr = found.cpu().numpy()
-    return arr.astype(np.int64) if arr.min() >= 0 and arr.max() < k else None
 
 

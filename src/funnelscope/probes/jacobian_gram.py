@@ -23,7 +23,7 @@ the parameters are shared).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from funnelscope.errors import FunnelscopeInputError
+from funnelscope.errors import FunnelscopeInputError, first_line
+from funnelscope.models.outputs import logits_of
 from funnelscope.probes import jacobian_sketch
 from funnelscope.spectra.eigen import add_lower_gram, symmetric_eigenvalues
 from funnelscope.spectra.lanczos import SpectralDensity
@@ -62,16 +63,16 @@ class JacobianRows:
         if wrt == "params" and not self.trainable:
             raise FunnelscopeInputError("wrt='params' but the model has no trainable parameters")
         self.labels: np.ndarray | None = None
+        self.on_rows: Callable[[], None] = lambda: None  # called once per backward pass (a progress bar)
         self.sketch: jacobian_sketch.CountSketch | None = None
         first = self._batch(0, self.batch_size)
         try:
             with torch.no_grad():
                 out = model(first)
         except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise FunnelscopeInputError(
                 f"the model rejected inputs of shape {tuple(first.shape)} (examples of shape "
-                f"{tuple(x.shape[1:])}): {message}"
+                f"{tuple(x.shape[1:])}): {first_line(err)}"
             ) from err
         self.k = _logits(out, first.shape[0]).shape[1]
         if self.k == 1 and output != "logits":
@@ -119,6 +120,7 @@ class JacobianRows:
                         self._record(start, self._forward(xb))
                 for j, u in enumerate(directions):
                     yield start, j, self._project(self._parameter_rows(xb, u))
+                    self.on_rows()
                 continue
             xb.requires_grad_(True)
             logits = self._forward(xb)
@@ -129,6 +131,7 @@ class JacobianRows:
                 raise FunnelscopeInputError("the model's output does not depend differentiably on its inputs")
             for j, u in enumerate(directions):
                 (rows,) = torch.autograd.grad(f, xb, u.expand_as(f), retain_graph=j + 1 < len(directions))
+                self.on_rows()
                 yield start, j, self._project(rows.reshape(rows.shape[0], -1))
 
     def _project(self, rows: torch.Tensor) -> torch.Tensor:
@@ -146,16 +149,13 @@ class JacobianRows:
             grads = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0))(trainable, xb)
         except (RuntimeError, ValueError, TypeError) as err:
             raise FunnelscopeInputError(
-                f"wrt='params' needs a model torch.func.vmap can run: {str(err).strip().splitlines()[0]}"
+                f"wrt='params' needs a model torch.func.vmap can run: {first_line(err)}"
             ) from err
         return torch.cat([grads[name].reshape(xb.shape[0], -1) for name in self.trainable], dim=1)
 
 
 def _logits(out: Any, batch: int) -> torch.Tensor:
-    if not isinstance(out, torch.Tensor) and isinstance(getattr(out, "logits", None), torch.Tensor):
-        out = out.logits
-    if not isinstance(out, torch.Tensor):
-        raise FunnelscopeInputError(f"the model returned a {type(out).__name__}, not a tensor of outputs")
+    out = logits_of(out)
     if not out.is_floating_point():
         raise FunnelscopeInputError(f"the model's output has dtype {out.dtype}: it must be floating point")
     if out.ndim != 2 or out.shape[0] != batch:

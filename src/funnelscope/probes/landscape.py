@@ -1,4 +1,6 @@
-"""Loss-landscape cross-sections: lines and planes in weight space (DESIGN 2.7).
+"""Loss-landscape cross-sections: lines and planes in weight space.
+
+Definitions: ``docs/quantities.md#loss-landscape``.
 
 * :func:`landscape_line`: the linear interpolation ``θ(t) = (1 − t)θ_A + tθ_B`` between two solutions
   (Goodfellow, Vinyals & Saxe 2015), or the line ``θ_A + t·d`` along a filter-normalised random direction
@@ -39,17 +41,19 @@ import pandas as pd
 import torch
 from torch import nn
 
-from funnelscope.errors import FunnelscopeInputError
-from funnelscope.probes._common import (
-    _check_count,
-    _evaluating,
-    _forward_checked,
-    _progress_bar,
-    _short_error,
-    _target_device,
+from funnelscope.data import Batches, read_data
+from funnelscope.errors import FunnelscopeInputError, first_line
+from funnelscope.models.evaluation import MODEL_ERRORS, evaluating, forward
+from funnelscope.options import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SEED,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    make_generator,
+    resolve_device,
 )
-from funnelscope.probes._loss import Batches, accuracy_count, as_batches, loss_sum, resolve_loss
-from funnelscope.probes.curvature import model_output
 from funnelscope.probes.directions import (
     Direction,
     difference,
@@ -59,7 +63,9 @@ from funnelscope.probes.directions import (
     parameters_of,
     pca_directions,
 )
-from funnelscope.spectra.lanczos import _seed
+from funnelscope.probes.loss import accuracy_count, loss_sum, resolve_loss
+from funnelscope.probes.result import ProbeResult
+from funnelscope.progress import progress_bar
 
 __all__ = ["BN_MODES", "LandscapeLine", "LandscapePlane", "landscape_line", "landscape_plane"]
 
@@ -70,8 +76,11 @@ _BN_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 
 @dataclass(frozen=True, eq=False)
-class LandscapeLine:
+class LandscapeLine(ProbeResult):
     """Loss and accuracy along a line in weight space.
+
+    ``save()`` writes ``landscape_line`` (:meth:`to_frame`), ``summary.json`` and, on request, the figure
+    ``landscape_line``.
 
     Attributes
     ----------
@@ -93,8 +102,15 @@ class LandscapeLine:
     bn: str
     seconds_per_point: float = field(repr=False)
 
+    probe = "landscape_line"
+
     def to_frame(self) -> pd.DataFrame:
         return self.frame.copy()
+
+    def figures(self, title: str | None = None) -> dict[str, Any]:
+        from funnelscope.report.curvature_plots import plot_landscape_line
+
+        return {"landscape_line": plot_landscape_line(self, title=title or "")}
 
     def summary(self) -> dict[str, Any]:
         """Per data set: the loss at ``t = 0`` and ``t = 1`` and the barrier height; and ``bn``, ``kind``."""
@@ -110,8 +126,11 @@ class LandscapeLine:
 
 
 @dataclass(frozen=True, eq=False)
-class LandscapePlane:
+class LandscapePlane(ProbeResult):
     """Loss and accuracy on a 2-D grid in weight space.
+
+    ``save()`` writes ``landscape_plane`` (:meth:`to_frame`), ``markers`` (when there are any),
+    ``summary.json`` and, on request, the figure ``landscape_plane``.
 
     Attributes
     ----------
@@ -136,8 +155,21 @@ class LandscapePlane:
     markers: pd.DataFrame = field(repr=False)
     seconds_per_point: float = field(repr=False)
 
+    probe = "landscape_plane"
+
     def to_frame(self) -> pd.DataFrame:
         return self.frame.copy()
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        tables = {"landscape_plane": self.to_frame()}
+        if len(self.markers):
+            tables["markers"] = self.markers.copy()
+        return tables
+
+    def figures(self, title: str | None = None) -> dict[str, Any]:
+        from funnelscope.report.curvature_plots import plot_landscape_plane
+
+        return {"landscape_plane": plot_landscape_plane(self, title=title or "")}
 
     def grid(self, dataset: str | None = None, metric: str = "loss") -> np.ndarray:
         """The metric as a (len(y), len(x)) array (rows: y) for one data set (default: the first)."""
@@ -160,47 +192,50 @@ class LandscapePlane:
 
 
 def landscape_line(
-    model_a: nn.Module,
-    model_b: nn.Module | None = None,
-    data: Any = None,
+    model: nn.Module,
+    data: Any,
     *,
+    other: nn.Module | None = None,
     t: tuple[float, float] = (-0.5, 1.5),
     points: int = 41,
     bn: str = "keep",
-    seed: int | None = None,
     loss_fn: Any = None,
     bn_data: Any = None,
     include_1d: bool = False,
-    batch_size: int | None = None,
     workers: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str | None = None,
+    seed: int | None = DEFAULT_SEED,
     progress: bool = False,
 ) -> LandscapeLine:
     """Loss and accuracy along ``θ(t) = (1 − t)θ_A + tθ_B``, or along ``θ_A + t·d`` for a random ``d``.
 
     Parameters
     ----------
-    model_a, model_b : nn.Module
-        Two models of the same architecture (``model_b=None``: a filter-normalised Gaussian direction ``d``
-        from ``model_a``, see :mod:`funnelscope.probes.directions`). Neither is modified.
+    model : nn.Module
+        Model A, at ``t = 0``. It is not modified.
     data : data set or dict of them
-        Each a DataLoader, an ``(x, y)`` pair or a LabelledData; a dict names them (``{"train": …,
-        "test": …}``), a single data set is called ``data``.
+        Each with targets: ``(x, y)``, a LabelledData, a Dataset or a DataLoader
+        (:func:`funnelscope.data.read_data`); a dict names them (``{"train": …, "test": …}``), a single data
+        set is called ``data``.
+    other : nn.Module, optional
+        Model B, of the same architecture, at ``t = 1`` (not modified). ``None``: the line along a
+        filter-normalised Gaussian direction ``d`` from ``model`` (:mod:`funnelscope.probes.directions`).
     t : (float, float)
         Range of ``t``; ``points`` evenly spaced values, plus ``t = 0`` and ``t = 1`` where they fall inside.
     points : int
     bn : {"keep", "recompute"}
         BatchNorm running statistics: the models' (interpolated), or recomputed at each point on ``bn_data``.
-    seed : int, optional
-        Seed of the random direction.
+    seed : int or None, default 0
+        Seed of the random direction (None: fresh randomness).
     loss_fn : None, "cross_entropy", "mse" or callable
         Per-example loss (default cross-entropy); it must be picklable when ``workers > 1``.
     bn_data : data set, optional
         Data for ``bn="recompute"``; default: ``data["train"]`` or the first data set.
     include_1d : bool
         Random direction on 1-D parameters too (biases, norms); default zero there.
-    batch_size : int, optional
-        Batch size for tensor data (default 256).
+    batch_size : int, default 256
+        Batch size for tensor data (a DataLoader keeps its own).
     workers : int, optional
         Processes evaluating grid points (``spawn``, one torch thread each); 1 runs inline. Default: inline,
         unless timing the first points predicts more than 30 s for the rest of the grid; then one process per
@@ -208,6 +243,7 @@ def landscape_line(
         spawned processes cannot re-import). On 2 cores a 21 × 21 plane of the digits CNN runs faster inline
         (``benchmarks/hessian.py``): starting the processes costs more than they save.
     device : torch device, optional
+        Default: the model's device.
     progress : bool
         A progress bar over the grid points on stderr.
 
@@ -220,33 +256,33 @@ def landscape_line(
     >>> torch.manual_seed(0) and None
     >>> a, b = nn.Linear(3, 2), nn.Linear(3, 2)
     >>> x, y = torch.randn(20, 3), torch.randint(0, 2, (20,))
-    >>> line = landscape_line(a, b, (x, y), points=5, workers=1)
+    >>> line = landscape_line(a, (x, y), other=b, points=5, workers=1)
     >>> line.frame["t"].tolist()
     [-0.5, 0.0, 0.5, 1.0, 1.5]
     """
-    if not isinstance(model_a, nn.Module):
-        raise FunnelscopeInputError(f"model_a must be a torch.nn.Module, got {type(model_a).__name__}")
-    if model_b is not None and not isinstance(model_b, nn.Module):
-        raise FunnelscopeInputError(f"model_b must be a torch.nn.Module or None, got {type(model_b).__name__}")
-    points = _points(points, minimum=2)
+    if not isinstance(model, nn.Module):
+        raise FunnelscopeInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if other is not None and not isinstance(other, nn.Module):
+        raise FunnelscopeInputError(f"other must be a torch.nn.Module or None, got {type(other).__name__}")
+    points = check_int("points", points, minimum=2)
+    check_bool("include_1d", include_1d)
     lo, hi = _range("t", t)
     grid = np.unique(np.concatenate([np.linspace(lo, hi, points), [v for v in (0.0, 1.0) if lo <= v <= hi]]))
     grid = np.round(grid, 12) + 0.0
-    spec = _Spec.build(model_a, data, bn=bn, bn_data=bn_data, loss_fn=loss_fn, batch_size=batch_size)
-    origin = parameters_of(model_a)
-    if model_b is not None:
-        other = parameters_of(model_b, names=list(origin))
-        direction = difference(other, origin)
-        buffer_direction = _buffer_difference(model_a, model_b)
+    spec = _Spec.build(model, data, bn=bn, bn_data=bn_data, loss_fn=loss_fn, batch_size=batch_size)
+    origin = parameters_of(model)
+    if other is not None:
+        direction = difference(parameters_of(other, names=list(origin)), origin)
+        buffer_direction = _buffer_difference(model, other)
         kind = "interpolation"
     else:
-        generator = torch.Generator().manual_seed(_seed(seed))
+        generator = make_generator(seed)
         direction = filter_normalized_direction(origin, include_1d=include_1d, generator=generator)
         buffer_direction, kind = {}, "random"
     spec.origin, spec.directions, spec.buffer_directions = origin, [direction], [buffer_direction]
     coordinates = [(float(v),) for v in grid]
     start = time.perf_counter()
-    rows = _evaluate(spec, coordinates, workers=workers, device=device, progress=progress)
+    rows = _evaluate(spec, coordinates, workers=workers, device=resolve_device(device, model), progress=progress)
     elapsed = (time.perf_counter() - start) / len(coordinates)
     frame = pd.DataFrame([{"t": c[0], **row} for c, point_rows in zip(coordinates, rows, strict=True)
                           for row in point_rows])
@@ -267,13 +303,13 @@ def landscape_plane(
     span: float = 1.0,
     points: int = 21,
     bn: str = "keep",
-    seed: int | None = None,
     loss_fn: Any = None,
     bn_data: Any = None,
     include_1d: bool = False,
-    batch_size: int | None = None,
     workers: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str | None = None,
+    seed: int | None = DEFAULT_SEED,
     progress: bool = False,
 ) -> LandscapePlane:
     """Loss and accuracy on a ``points × points`` grid of ``θ(α, β) = θ_0 + α d_1 + β d_2``.
@@ -298,7 +334,7 @@ def landscape_plane(
         Size of the grid, in units of the directions (see ``directions``).
     points : int
         Grid points per axis (default 21: 441 points).
-    bn, seed, loss_fn, bn_data, include_1d, batch_size, workers, device, progress
+    bn, loss_fn, bn_data, include_1d, workers, batch_size, device, seed, progress
         As in :func:`landscape_line`.
 
     Returns
@@ -307,9 +343,9 @@ def landscape_plane(
     """
     if not isinstance(model, nn.Module):
         raise FunnelscopeInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    points = _points(points, minimum=2)
-    if isinstance(span, bool) or not isinstance(span, int | float) or not span > 0 or not np.isfinite(span):
-        raise FunnelscopeInputError(f"span={span!r} must be a positive number")
+    points = check_int("points", points, minimum=2)
+    span = check_number("span", span)
+    check_bool("include_1d", include_1d)
     spec = _Spec.build(model, data, bn=bn, bn_data=bn_data, loss_fn=loss_fn, batch_size=batch_size)
     origin = parameters_of(model)
     names = list(origin)
@@ -347,7 +383,7 @@ def landscape_plane(
         xs, ys = np.linspace(-h[0], h[0], points), np.linspace(-h[1], h[1], points)
     elif directions == "filter":
         kind = "filter"
-        generator = torch.Generator().manual_seed(_seed(seed))
+        generator = make_generator(seed)
         d1 = filter_normalized_direction(origin, include_1d=include_1d, generator=generator)
         d2 = filter_normalized_direction(origin, include_1d=include_1d, generator=generator)
         xs = ys = np.linspace(-span, span, points)
@@ -366,7 +402,7 @@ def landscape_plane(
     spec.origin, spec.directions, spec.buffer_directions = origin, [d1, d2], [{}, {}]
     coordinates = [(float(a), float(b)) for b in ys for a in xs]
     start = time.perf_counter()
-    rows = _evaluate(spec, coordinates, workers=workers, device=device, progress=progress)
+    rows = _evaluate(spec, coordinates, workers=workers, device=resolve_device(device, model), progress=progress)
     elapsed = (time.perf_counter() - start) / len(coordinates)
     frame = pd.DataFrame([{"x": c[0], "y": c[1], **row} for c, point_rows in zip(coordinates, rows, strict=True)
                           for row in point_rows])
@@ -404,22 +440,20 @@ class _Spec:
     @classmethod
     def build(cls, model: nn.Module, data: Any, *, bn: str, bn_data: Any, loss_fn: Any,
               batch_size: int | None) -> _Spec:
-        if bn not in BN_MODES:
-            raise FunnelscopeInputError(f"bn={bn!r} must be one of {', '.join(map(repr, BN_MODES))}")
-        batch_size = _check_count("batch_size", batch_size)
+        check_choice("bn", bn, BN_MODES)
         resolve_loss(loss_fn)
         if data is None:
             raise FunnelscopeInputError("data is required: a data set or a dict of named data sets")
         named = dict(data) if isinstance(data, Mapping) else {"data": data}
         if not named:
             raise FunnelscopeInputError("data is an empty dict")
-        datasets = {str(name): as_batches(value, batch_size=batch_size, name=str(name))
-                    for name, value in named.items()}
+        datasets = {str(name): read_data(value, batch_size=batch_size, name=str(name)).require_targets(
+            "the loss needs them") for name, value in named.items()}
         _check_model(model, datasets, resolve_loss(loss_fn))
         bn_batches = None
         if bn == "recompute":
             source = bn_data if bn_data is not None else named.get("train", next(iter(named.values())))
-            bn_batches = as_batches(source, batch_size=batch_size, name="bn_data")
+            bn_batches = read_data(source, batch_size=batch_size, name="bn_data")
         buffer = io.BytesIO()
         scripted = isinstance(model, torch.jit.ScriptModule)
         try:
@@ -448,18 +482,18 @@ class _Spec:
 @torch.no_grad()
 def _check_model(model: nn.Module, datasets: dict[str, Batches], loss_fn: Any) -> None:
     """The model takes every data set's inputs and the loss fits its outputs (a clean error before any work)."""
-    device = _target_device(model, None)
-    with _evaluating(model, device):
+    device = resolve_device(None, model)
+    with evaluating(model, device):
         for name, batches in datasets.items():
             x, y = batches.batches[0]
-            output = model_output(_forward_checked(model, x[:2].to(device)))
+            output = forward(model, x[:2].to(device))
             try:
                 loss_sum(loss_fn, output, y[:2].to(device))
             except FunnelscopeInputError:
                 raise
-            except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            except MODEL_ERRORS as error:
                 raise FunnelscopeInputError(f"{name}: the loss failed on the model's outputs of shape "
-                                            f"{tuple(output.shape)}: {_short_error(error)}") from error
+                                            f"{tuple(output.shape)}: {first_line(error)}") from error
 
 
 def _buffer_difference(model_a: nn.Module, model_b: nn.Module) -> Direction:
@@ -469,12 +503,9 @@ def _buffer_difference(model_a: nn.Module, model_b: nn.Module) -> Direction:
 
 
 def _evaluate(spec: _Spec, coordinates: list[tuple[float, ...]], *, workers: int | None,
-              device: torch.device | str | None, progress: bool) -> list[list[dict]]:
-    workers = _check_count("workers", workers)
-    try:
-        target = torch.device(device) if device is not None else torch.device("cpu")
-    except (RuntimeError, TypeError) as err:
-        raise FunnelscopeInputError(f"device={device!r} is not a torch device") from err
+              device: torch.device, progress: bool) -> list[list[dict]]:
+    workers = check_int("workers", workers, optional=True)
+    target = device
     auto = workers is None
     if auto:
         usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -485,7 +516,7 @@ def _evaluate(spec: _Spec, coordinates: list[tuple[float, ...]], *, workers: int
     if auto and workers > 1 and not _picklable(spec.loss_fn):
         workers = 1
     results: list[list[dict] | None] = [None] * len(coordinates)
-    with _progress_bar(progress, len(coordinates), "grid points") as advance:
+    with progress_bar(progress, len(coordinates), "grid points") as advance:
         done = 0
         if workers == 1 or auto:
             spec.model = spec.fresh_model(target)
@@ -585,13 +616,13 @@ def _evaluate_point(spec: _Spec, point: tuple[float, ...], device: torch.device)
                     value = value.clamp_min(0.0)
                 buffers[name].copy_(value.to(buffers[name].dtype))
     rows = []
-    with _evaluating(model, device):
+    with evaluating(model, device):
         loss_fn = resolve_loss(spec.loss_fn)
         for dataset, batches in spec.datasets.items():
             total, correct = 0.0, 0.0
             for x, y in batches.batches:
                 x, y = x.to(device), y.to(device)
-                output = model_output(model(x))
+                output = forward(model, x)
                 total += float(loss_sum(loss_fn, output, y).double())
                 correct += accuracy_count(output, y)
             rows.append({"dataset": dataset, "loss": total / batches.n, "accuracy": correct / batches.n})
@@ -618,12 +649,6 @@ def _recompute_batch_norm(model: nn.Module, batches: Batches | None, device: tor
             m.momentum = momentum
         for m, mode in modes:
             m.training = mode
-
-
-def _points(points: Any, *, minimum: int) -> int:
-    if isinstance(points, bool) or not isinstance(points, int | np.integer) or points < minimum:
-        raise FunnelscopeInputError(f"points={points!r} must be an integer ≥ {minimum}")
-    return int(points)
 
 
 def _range(name: str, value: Any) -> tuple[float, float]:

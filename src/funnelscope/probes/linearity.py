@@ -1,4 +1,6 @@
-"""Layer linearity: how much of each piecewise-linear activation acts linearly on the data (DESIGN 2.8).
+"""Layer linearity: how much of each piecewise-linear activation acts linearly on the data.
+
+Definitions: ``docs/quantities.md#layer-linearity``.
 
 For an activation ``a = σ(z)`` with a kink at 0 (ReLU, LeakyReLU, PReLU, RReLU in eval mode, and their
 functional forms) applied to pre-activations ``z_{ij}`` of examples ``i = 1…n`` and units ``j``:
@@ -32,6 +34,7 @@ References
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,30 +42,70 @@ import pandas as pd
 import torch
 from torch import nn
 
-from funnelscope.errors import FunnelscopeInputError
-from funnelscope.probes._common import _check_count, _evaluating, _load_inputs, _short_error, _target_device
-from funnelscope.probes.curvature import model_output
+from funnelscope.data import read_data
+from funnelscope.errors import FunnelscopeInputError, first_line
+from funnelscope.models.evaluation import evaluating
+from funnelscope.models.outputs import logits_of
+from funnelscope.options import DEFAULT_BATCH_SIZE, check_bool, check_int, resolve_device
+from funnelscope.probes.result import ProbeResult
+from funnelscope.progress import progress_bar
 
-__all__ = ["COLUMNS", "layer_linearity"]
+__all__ = ["COLUMNS", "LayerLinearity", "layer_linearity"]
 
 ACTIVATION_MODULES = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU)
 ACTIVATION_FUNCTIONS = (torch.relu, torch.relu_, nn.functional.relu, nn.functional.relu_, nn.functional.leaky_relu,
                         nn.functional.leaky_relu_, nn.functional.prelu, torch.prelu)
 ACTIVATION_METHODS = ("relu", "relu_")
 DEFAULT_MAX_FEATURES = 4096
-DEFAULT_BATCH_SIZE = 256
 COLUMNS = ("layer", "kind", "units", "n", "always_active", "always_inactive", "mean_active", "r2", "r2_method",
            "input_features")
 
 
+@dataclass(frozen=True, eq=False)
+class LayerLinearity(ProbeResult):
+    """How linearly each piecewise-linear activation acts on the data.
+
+    Attributes
+    ----------
+    frame : DataFrame
+        One row per activation call, columns ``COLUMNS`` (see :func:`layer_linearity`).
+    n : int
+        Examples.
+
+    ``save()`` writes ``linearity`` (:meth:`to_frame`), ``summary.json`` and, on request, the figure
+    ``linearity``.
+    """
+
+    frame: pd.DataFrame
+    n: int
+
+    probe = "linearity"
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.frame.copy()
+
+    def summary(self) -> dict[str, Any]:
+        """``n``, ``layers`` and the means over the layers of ``always_active``, ``always_inactive``,
+        ``mean_active`` and ``r2`` (over the layers where it was fitted)."""
+        means = {f"{column}_mean": float(pd.to_numeric(self.frame[column]).mean())
+                 for column in ("always_active", "always_inactive", "mean_active", "r2")}
+        return {"n": self.n, "layers": len(self.frame), **means}
+
+    def figures(self, title: str | None = None) -> dict[str, Any]:
+        from funnelscope.report.curvature_plots import plot_linearity
+
+        return {"linearity": plot_linearity(self.frame, title=title or "")}
+
+
 def layer_linearity(
     model: nn.Module,
-    inputs: Any,
+    data: Any,
     *,
-    batch_size: int | None = None,
     max_features: int = DEFAULT_MAX_FEATURES,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str | None = None,
-) -> pd.DataFrame:
+    progress: bool = False,
+) -> LayerLinearity:
     """Per piecewise-linear activation: fractions of always-active and always-inactive units, and the R² of
     the best affine map across its block (module docstring).
 
@@ -70,21 +113,24 @@ def layer_linearity(
     ----------
     model : nn.Module
         Run in eval mode; its modes are restored afterwards.
-    inputs : Tensor, ndarray, Dataset or DataLoader
-        ``n`` examples (the first element of each item for a Dataset or DataLoader).
-    batch_size : int, optional
-        Examples per forward pass (default 256); the result does not depend on it.
+    data : Tensor, ndarray, (x, y), LabelledData, Dataset or DataLoader
+        ``n`` examples (:func:`funnelscope.data.read_data`; targets are not used).
     max_features : int, default 4096
         Largest block input (features per example) for which ``r2`` is fitted.
+    batch_size : int, default 256
+        Examples per forward pass; the result does not depend on it.
     device : torch device, optional
+        Default: the model's device.
+    progress : bool
+        A progress bar over the batches on stderr.
 
     Returns
     -------
-    DataFrame
-        One row per activation call, in execution order: ``layer`` (module name, or the traced node's name for
-        a functional call; ``#2``… for repeated calls of one module), ``kind``, ``units`` (features per example),
-        ``n``, ``always_active``, ``always_inactive``, ``mean_active``, ``r2``, ``r2_method`` (``in-sample``,
-        ``2-fold`` or ``skipped``), ``input_features``.
+    LayerLinearity
+        Its frame has one row per activation call, in execution order: ``layer`` (module name, or the traced
+        node's name for a functional call; ``#2``… for repeated calls of one module), ``kind``, ``units``
+        (features per example), ``n``, ``always_active``, ``always_inactive``, ``mean_active``, ``r2``,
+        ``r2_method`` (``in-sample``, ``2-fold`` or ``skipped``), ``input_features``.
 
     Raises
     ------
@@ -97,33 +143,33 @@ def layer_linearity(
     >>> layer = nn.Linear(3, 4)
     >>> with torch.no_grad():
     ...     _ = layer.bias.fill_(100.0)  # every pre-activation positive: ReLU is the identity on the data
-    >>> frame = layer_linearity(nn.Sequential(layer, nn.ReLU()), torch.randn(50, 3))
+    >>> frame = layer_linearity(nn.Sequential(layer, nn.ReLU()), torch.randn(50, 3)).to_frame()
     >>> frame[["layer", "always_active", "always_inactive", "r2"]].round(6).values.tolist()
     [['1', 1.0, 0.0, 1.0]]
     """
     if not isinstance(model, nn.Module):
         raise FunnelscopeInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    batch_size = _check_count("batch_size", batch_size) or DEFAULT_BATCH_SIZE
-    max_features = _check_count("max_features", max_features)
-    if max_features is None:
-        raise FunnelscopeInputError("max_features=None must be a positive integer")
-    x, _ = _load_inputs(inputs)
-    target = _target_device(model, device)
+    max_features = check_int("max_features", max_features)
+    check_bool("progress", progress)
+    batches = read_data(data, batch_size=check_int("batch_size", batch_size))
+    target = resolve_device(device, model)
     recorder = _Recorder()
-    with _evaluating(model, target), torch.no_grad():
+    with evaluating(model, target), torch.no_grad(), \
+            progress_bar(progress, len(batches.batches), "batches") as advance:
         runner = _runner(model, recorder)
         try:
-            for start in range(0, x.shape[0], batch_size):
-                batch = x[start : start + batch_size].to(target)
+            for batch, _ in batches.batches:
+                batch = batch.to(target)
                 recorder.begin(batch)
                 try:
-                    model_output(runner(batch))
+                    logits_of(runner(batch))
                 except FunnelscopeInputError:
                     raise
                 except Exception as error:
                     raise FunnelscopeInputError(
-                        f"the model rejected inputs of shape {tuple(batch.shape)}: {_short_error(error)}"
+                        f"the model rejected inputs of shape {tuple(batch.shape)}: {first_line(error)}"
                     ) from error
+                advance()
         finally:
             getattr(runner, "close", lambda: None)()
     if not recorder.sites:
@@ -131,7 +177,7 @@ def layer_linearity(
             "no piecewise-linear activation (ReLU, LeakyReLU, PReLU, RReLU or their functional forms) was called"
         )
     rows = [site.row(max_features) for site in recorder.sites.values()]
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    return LayerLinearity(frame=pd.DataFrame(rows, columns=list(COLUMNS)), n=batches.n)
 
 
 class _Site:

@@ -31,13 +31,17 @@ import torch
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.models.matrices import layer_name, layer_shape, weight_slices
 from funnelscope.models.sources import TensorRef, open_weights
+from funnelscope.options import resolve_device
+from funnelscope.probes.result import ProbeResult
+from funnelscope.progress import progress_bar
 from funnelscope.spectra.eigen import gram_eigenvalues
 from funnelscope.spectra.marchenko_pastur import MarchenkoPasturFit, fit_marchenko_pastur
 from funnelscope.spectra.metrics import esd_metrics
 from funnelscope.spectra.phases import classify_phase
 from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
 
-__all__ = ["LayerSpectrum", "WeightsSummary", "analyze_weights", "summarize_weights", "weight_spectra"]
+__all__ = ["LayerSpectrum", "WeightsAnalysis", "WeightsSummary", "analyze_weights", "summarize_weights",
+           "weight_spectra"]
 
 SUMMARY_METRICS = (
     "log_norm",
@@ -143,7 +147,8 @@ def analyze_weights(
     xmin, xmax : float, optional
         Passed to :func:`fit_powerlaw` (default: WeightWatcher's search over all candidates).
     device : torch device, optional
-        Default: CUDA when available, else the CPU.
+        Where the Grams are eigen-solved. Default: the module's device for an ``nn.Module``, else the CPU
+        (``"cuda"`` uses cuSOLVER's batched ``eigvalsh``).
     trust_pickle : bool, default False
         Allow unpickling a torch file that holds Python objects (runs code from the file).
     seed : int
@@ -213,12 +218,12 @@ def weight_spectra(
         raise FunnelscopeInputError(f"eig_method must be 'gram' or 'svd', got {eig_method!r}")
     source = open_weights(model_or_path, trust_pickle=trust_pickle)
     refs = _select(list(source), layers, source.description)
-    target = torch.device(device) if device is not None else _default_device()
+    target = resolve_device(device, model_or_path if isinstance(model_or_path, torch.nn.Module) else None)
     generator = torch.Generator().manual_seed(seed)
     options = {"xmin": xmin, "xmax": xmax, "eig_method": eig_method}
 
     cache: dict[int, torch.Tensor | str] = {}
-    with _ProgressBar(progress, len(refs)) as advance:
+    with progress_bar(progress, len(refs), "layers") as advance:
         for index, (layer_id, ref) in enumerate(refs):
             N, M, rf = layer_shape(ref.shape)
             base = {
@@ -263,10 +268,6 @@ def summarize_weights(details: pd.DataFrame) -> WeightsSummary:
     metrics = {name: float(used[name].mean()) for name in SUMMARY_METRICS if name in used and len(used)}
     excluded = tuple(str(name) for name in details.loc[details["status"] != "success", "name"])
     return WeightsSummary(metrics=metrics, layers_used=len(used), excluded=excluded)
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _select(
@@ -415,30 +416,80 @@ def _jensen_shannon_distance(eigenvalues: np.ndarray, shuffled: np.ndarray) -> f
     return float(np.sqrt((kl(p) + kl(q)) / 2))
 
 
-class _ProgressBar:
-    """A rich progress bar on stderr when asked for, else a no-op; used as ``with ... as advance``."""
+@dataclass(frozen=True, eq=False)
+class WeightsAnalysis(ProbeResult):
+    """The weights probe's result: the per-layer table, its summary and (optionally) the spectra behind it.
 
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total, self.bar = enabled, total, None
+    Build it with :meth:`from_spectra` over :func:`weight_spectra`; :func:`analyze_weights` returns its
+    table alone, the DataFrame WeightWatcher users know.
 
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    Attributes
+    ----------
+    details : DataFrame
+        One row per layer (see :func:`analyze_weights`).
+    source : str
+        What was analysed.
+    spectra : tuple of LayerSpectrum
+        The analysed layers' eigenvalues and fits, for the per-layer figures (empty unless kept).
 
-        self.bar = Progress(
-            TextColumn("[bold]layers"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self.bar.start()
-        task = self.bar.add_task("layers", total=self.total)
-        return lambda: self.bar.advance(task)
+    ``save()`` writes ``weights`` (:meth:`to_frame`), ``summary.json`` and, on request, the figure
+    ``overview`` (α and α̂ per layer) and one ``plots/<id>_<name>`` figure per kept layer spectrum.
+    """
 
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+    details: pd.DataFrame
+    source: str
+    spectra: tuple[LayerSpectrum, ...] = field(default=(), repr=False)
+
+    probe = "weights"
+
+    @classmethod
+    def from_spectra(cls, spectra: Iterator[LayerSpectrum] | Sequence[LayerSpectrum], *, source: str,
+                     strict: bool = False, keep_spectra: bool = False) -> WeightsAnalysis:
+        """Collect :func:`weight_spectra`'s layers.
+
+        Raises
+        ------
+        FunnelscopeInputError
+            No layer could be analysed; or, with ``strict``, any layer failed.
+        """
+        kept, rows = [], []
+        for spectrum in spectra:
+            rows.append(spectrum.row)
+            if keep_spectra and spectrum.ok:
+                kept.append(spectrum)
+        details = pd.DataFrame(rows)
+        if not (details["status"] == "success").any():
+            reasons = "; ".join(f"{name}: {reason}" for name, reason in zip(details["name"], details["reason"],
+                                                                           strict=True))
+            reasons = reasons if len(reasons) <= 300 else reasons[:299] + "…"
+            raise FunnelscopeInputError(f"{source}: no layer could be analysed ({reasons})")
+        failed = details[details["status"] == "failed"]
+        if strict and len(failed):
+            raise FunnelscopeInputError(f"{source}: {len(failed)} layer(s) failed, e.g. {failed['name'].iloc[0]}: "
+                                        f"{failed['reason'].iloc[0]}")
+        return cls(details=details, source=str(source), spectra=tuple(kept))
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.details.copy()
+
+    def summary(self) -> dict[str, object]:
+        """The means of :func:`summarize_weights` (``log_norm``, ``alpha``, ``alpha_weighted``, …) and
+        ``layers``, ``layers_used``, ``failed``, ``skipped``, ``excluded`` (the names left out of the means)."""
+        status = self.details["status"]
+        summary = summarize_weights(self.details)
+        return {**summary.metrics, "layers": len(self.details), "layers_used": summary.layers_used,
+                "failed": int((status == "failed").sum()), "skipped": int((status == "skipped").sum()),
+                "excluded": list(summary.excluded)}
+
+    def figures(self, title: str | None = None) -> dict[str, object]:
+        from funnelscope.report.plots import plot_layer_esd, plot_weights_overview
+
+        figures = {"overview": plot_weights_overview(self.details, title=title or self.source)}
+        for spectrum in self.spectra:
+            row = spectrum.row
+            safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in str(row["name"]))
+            figures[f"plots/{int(row['layer_id']):03d}_{safe}"] = plot_layer_esd(
+                spectrum.eigenvalues, fit=spectrum.fit, marchenko_pastur=spectrum.marchenko_pastur, N=int(row["N"]),
+                title=f"{row['layer_id']}: {row['name']} ({row['N']}×{row['M']}) — {row.get('phase', '')}",
+            )
+        return figures

@@ -25,9 +25,7 @@ import datetime as _dt
 import html
 import io
 import json
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from funnelscope.errors import FunnelscopeInputError
+from funnelscope.output import write_text
 
 __all__ = ["ReportItem", "StudyContents", "collect_study", "render_report", "write_report"]
 
@@ -560,7 +559,9 @@ def render_report(study: StudyContents, *, title: str | None = None, max_rows: i
     parts.append(f"<div><h3>Versions</h3>{_definition_list(study.versions)}</div>")
     parts.append("</div></section>")
 
-    from funnelscope import __version__
+    from importlib.metadata import version
+
+    __version__ = version("funnelscope")
 
     parts.append(
         f"<footer>Generated {_esc(generated)} by funnelscope {_esc(__version__)} from "
@@ -569,20 +570,6 @@ def render_report(study: StudyContents, *, title: str | None = None, max_rows: i
     )
     parts.extend(["</main>", "</body>", "</html>", ""])
     return "\n".join(parts)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    if not path.parent.is_dir():
-        raise FunnelscopeInputError(f"{path}: its directory {path.parent} does not exist")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_report(
@@ -626,5 +613,5 @@ def write_report(
     study = collect_study(study_dir)
     path = Path(output) if output is not None else study.directory / "report.html"
     text = render_report(study, title=title, max_rows=max_rows)
-    _write_atomically(path, text)
+    write_text(path, text)
     return path

@@ -40,11 +40,22 @@ import numpy as np
 import torch
 
 from funnelscope.errors import FunnelscopeInputError
+from funnelscope.options import check_int, make_generator
 
-__all__ = ["LanczosRun", "SpectralDensity", "lanczos", "stochastic_lanczos_quadrature", "top_eigenvalues"]
+__all__ = [
+    "CONVERGED_TOL",
+    "ExtremeEigenvalues",
+    "LanczosRun",
+    "SpectralDensity",
+    "extreme_eigenvalues",
+    "lanczos",
+    "stochastic_lanczos_quadrature",
+    "top_eigenvalues",
+]
 
 MatMat = Callable[[torch.Tensor], torch.Tensor]
 
+CONVERGED_TOL = 1e-6  # |β_s y_k[s]| ≤ tol · max|θ|: the Ritz value is within that of an eigenvalue
 _BREAKDOWN = 1e-12  # β below this × the operator's scale so far: the Krylov space is invariant
 
 
@@ -225,11 +236,8 @@ def stochastic_lanczos_quadrature(
     >>> round(sld.trace(lambda x: x ** 0) / 100, 10)  # the masses of each run sum to one
     1.0
     """
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise FunnelscopeInputError(f"probes={probes!r} must be a positive integer")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise FunnelscopeInputError(f"steps={steps!r} must be a positive integer")
-    generator = torch.Generator().manual_seed(_seed(seed))
+    probes, steps = check_int("probes", probes), check_int("steps", steps)
+    generator = make_generator(seed)
     target = torch.device(device) if device is not None else torch.device("cpu")
     starts = (torch.randint(0, 2, (dim, probes), generator=generator, dtype=torch.float64) * 2 - 1).to(target)
     run = lanczos(matmat, starts, steps=min(steps, dim), generator=generator)
@@ -239,13 +247,71 @@ def stochastic_lanczos_quadrature(
     )
 
 
+@dataclass(frozen=True)
+class ExtremeEigenvalues:
+    """The extreme Ritz values of one Lanczos run, with their residual bounds.
+
+    Attributes
+    ----------
+    top, top_residuals : ndarray
+        The largest Ritz values, descending, and ``|β_s y_k[s]|``: an eigenvalue of ``A`` lies within each
+        residual of its Ritz value.
+    bottom, bottom_residuals : ndarray
+        The smallest, ascending (empty when none were asked for).
+    scale : float
+        ``max |θ|`` over all Ritz values, the scale of the relative tolerance.
+    steps : int
+        Products used.
+    """
+
+    top: np.ndarray
+    top_residuals: np.ndarray
+    bottom: np.ndarray
+    bottom_residuals: np.ndarray
+    scale: float
+    steps: int
+
+    def converged(self, residuals: np.ndarray, tol: float = CONVERGED_TOL) -> np.ndarray:
+        """Which of ``residuals`` are at most ``tol · scale`` (the Ritz value is within that of an
+        eigenvalue)."""
+        return np.asarray(residuals) <= tol * max(self.scale, np.finfo(np.float64).tiny)
+
+
+def extreme_eigenvalues(
+    matmat: MatMat,
+    dim: int,
+    *,
+    top_k: int,
+    bottom_k: int = 0,
+    steps: int,
+    generator: torch.Generator,
+    device: torch.device | str | None = None,
+) -> ExtremeEigenvalues:
+    """The ``top_k`` largest and ``bottom_k`` smallest Ritz values of one Lanczos run of ``steps`` products
+    (full re-orthogonalisation) from a Gaussian start vector drawn from ``generator``.
+
+    The one routine behind the Hessian's extreme eigenvalues, its Gauss–Newton part's, the Jacobian's
+    large-``n`` route and :func:`top_eigenvalues`.
+    """
+    steps = min(int(steps), int(dim))
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    start = torch.randn(dim, 1, generator=generator, dtype=torch.float64).to(target)
+    values, _, residuals = lanczos(matmat, start, steps=steps, generator=generator).ritz()
+    values, residuals = values[0].numpy(), residuals[0].numpy()
+    return ExtremeEigenvalues(
+        top=values[::-1][:top_k].copy(), top_residuals=residuals[::-1][:top_k].copy(),
+        bottom=values[:bottom_k].copy(), bottom_residuals=residuals[:bottom_k].copy(),
+        scale=float(np.abs(values).max()) if values.size else 0.0, steps=steps,
+    )
+
+
 def top_eigenvalues(
     matmat: MatMat,
     dim: int,
     *,
     count: int = 10,
     steps: int | None = None,
-    tol: float = 1e-6,
+    tol: float = CONVERGED_TOL,
     seed: int | None = None,
     device: torch.device | str | None = None,
 ) -> np.ndarray:
@@ -283,22 +349,10 @@ def top_eigenvalues(
     >>> top_eigenvalues(lambda v: a @ v, 200, count=3, steps=200, seed=0).round(8).tolist()
     [200.0, 199.0, 198.0]
     """
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise FunnelscopeInputError(f"count={count!r} must be a positive integer")
+    count = check_int("count", count)
     steps = min(dim, max(3 * count, 30)) if steps is None else min(steps, dim)
-    generator = torch.Generator().manual_seed(_seed(seed))
-    target = torch.device(device) if device is not None else torch.device("cpu")
-    start = torch.randn(dim, 1, generator=generator, dtype=torch.float64).to(target)
-    values, _, residuals = lanczos(matmat, start, steps=steps, generator=generator).ritz()
-    values, residuals = values[0].flip(0).numpy(), residuals[0].flip(0).numpy()
-    converged = residuals <= tol * max(float(np.abs(values).max()), np.finfo(np.float64).tiny)
+    found = extreme_eigenvalues(matmat, dim, top_k=steps, steps=steps, generator=make_generator(seed),
+                                device=device)
+    converged = found.converged(found.top_residuals, tol)
     keep = 1 if not converged[0] else int(np.argmin(np.append(converged, False)))
-    return values[: min(count, keep)]
-
-
-def _seed(seed: int | None) -> int:
-    if seed is None:
-        return int(np.random.SeedSequence().generate_state(1)[0])
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise FunnelscopeInputError(f"seed={seed!r} must be an integer or None")
-    return int(seed)
+    return found.top[: min(count, keep)]

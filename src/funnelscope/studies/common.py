@@ -92,7 +92,7 @@ def recompute_jacobians(directory: Path, runs: pd.DataFrame, labels: list[str]) 
             continue
         _, test = run_data(spec_from_row(row))
         data = subsample(test, int(row["jacobian_n"]), seed=int(row["seed"]))
-        spectra[label] = jacobian_spectrum(load_run_model(run_dir), data.x, data.y, seed=int(row["seed"]),
+        spectra[label] = jacobian_spectrum(load_run_model(run_dir), data, seed=int(row["seed"]),
                                            device="cpu")
     return spectra
 

@@ -161,7 +161,7 @@ def _weights(model: torch.nn.Module, run_dir: Path) -> dict[str, float]:
 def _jacobian(model: torch.nn.Module, data: LabelledData, spec: dict[str, Any], run_dir: Path) -> dict[str, float]:
     from funnelscope.probes.jacobian import jacobian_spectrum
 
-    spectrum = jacobian_spectrum(model, data.x, data.y, seed=spec["seed"], device="cpu")
+    spectrum = jacobian_spectrum(model, data, seed=spec["seed"], device="cpu")
     summary = spectrum.summary()
     spectrum.to_frame().to_parquet(run_dir / "jacobian.parquet", index=False)
     pd.DataFrame({"eigenvalue": spectrum.eigenvalues}).to_parquet(run_dir / "jacobian_eigenvalues.parquet")
@@ -173,13 +173,10 @@ def _jacobian(model: torch.nn.Module, data: LabelledData, spec: dict[str, Any], 
 
 
 def _hessian(model: torch.nn.Module, data: LabelledData, spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    import funnelscope
+    from funnelscope.probes.hessian import hessian_spectrum
 
-    hessian_spectrum = getattr(funnelscope, "hessian_spectrum", None)
-    if hessian_spectrum is None:  # the Hessian probe has not landed in this checkout
-        return {"hessian_status": "unavailable"}
     k = spec["hessian_top_k"]
-    result = hessian_spectrum(model, (data.x, data.y), top_k=k, trace=True, seed=spec["seed"], device="cpu")
+    result = hessian_spectrum(model, data, top_k=k, trace=True, seed=spec["seed"], device="cpu")
     top = np.sort(np.asarray(result.top_eigenvalues, dtype=np.float64))[::-1]
     pd.DataFrame({"rank": np.arange(1, len(top) + 1), "eigenvalue": top}).to_parquet(run_dir / "hessian.parquet")
     out: dict[str, Any] = {f"hessian_top{i + 1}": float(top[i]) if i < len(top) else math.nan for i in range(k)}
@@ -191,12 +188,9 @@ def _hessian(model: torch.nn.Module, data: LabelledData, spec: dict[str, Any], r
 
 
 def _linearity(model: torch.nn.Module, data: LabelledData, run_dir: Path) -> dict[str, Any]:
-    import funnelscope
+    from funnelscope.probes.linearity import layer_linearity
 
-    layer_linearity = getattr(funnelscope, "layer_linearity", None)
-    if layer_linearity is None:  # the linearity probe has not landed in this checkout
-        return {"linearity_status": "unavailable"}
-    frame = layer_linearity(model, data.x)
+    frame = layer_linearity(model, data.x).to_frame()
     frame.to_parquet(run_dir / "linearity.parquet", index=False)
     out: dict[str, Any] = {"linearity_status": "ok"}
     for column in ("always_active", "always_inactive", "r2"):

@@ -45,13 +45,10 @@ def _runs(settings: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _lines(directory: Any, runs: pd.DataFrame, settings: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], float]:
-    import funnelscope
+    from funnelscope.probes.landscape import landscape_line
     from funnelscope.studies.data import subsample
     from funnelscope.studies.experiment import load_run_model, run_data, spec_from_row
 
-    landscape_line = getattr(funnelscope, "landscape_line", None)
-    if landscape_line is None:  # the landscape probe has not landed in this checkout
-        return {}, math.nan
     train, test = run_data(spec_from_row(runs.set_index("run_id").loc["large_batch"]))
     limit = settings["line_n"] or None
     train, test = subsample(train, limit, seed=settings["seed"]), subsample(test, limit, seed=settings["seed"])
@@ -61,7 +58,7 @@ def _lines(directory: Any, runs: pd.DataFrame, settings: dict[str, Any]) -> tupl
     options = {"points": settings["line_points"], "seed": settings["seed"], "workers": 1}
 
     def both(model_a: Any, model_b: Any, t: tuple[float, float]) -> tuple[pd.DataFrame, float]:
-        line = landscape_line(model_a, model_b, data, t=t, **options)
+        line = landscape_line(model_a, data, other=model_b, t=t, **options)
         frame = line.frame.pivot_table(index="t", columns="dataset", values=["loss", "accuracy"])
         frame.columns = [f"{dataset}_{metric}" for metric, dataset in frame.columns]
         return frame.reset_index(), float(line.barrier.get("train", math.nan))

@@ -26,6 +26,8 @@ import pandas as pd
 import torch
 
 from funnelscope.errors import FunnelscopeInputError
+from funnelscope.output import write_table
+from funnelscope.progress import progress_bar
 
 __all__ = ["RUN_KINDS", "completed_runs", "execute_run", "run_all", "write_runs_table"]
 
@@ -85,11 +87,7 @@ def completed_runs(study_dir: str | Path) -> pd.DataFrame:
 
 def write_runs_table(study_dir: str | Path, rows: list[dict[str, Any]]) -> Path:
     """Write ``runs.parquet`` atomically (a temporary file beside it, then ``os.replace``)."""
-    path = Path(study_dir) / "runs.parquet"
-    temporary = path.with_name(f".runs.{os.getpid()}.parquet.tmp")
-    pd.DataFrame(rows).to_parquet(temporary, index=False)
-    os.replace(temporary, path)
-    return path
+    return write_table(pd.DataFrame(rows), Path(study_dir) / "runs", "parquet")
 
 
 def run_all(
@@ -142,13 +140,13 @@ def run_all(
         results = (execute_run(spec, str(study_dir)) for spec in pending)
     else:
         results = _pool_backend(pending, study_dir, workers)
-    with _progress(progress, len(specs), len(finished)) as advance:
+    with progress_bar(progress, len(specs), "runs", completed=len(finished), transient=False) as advance:
         try:
             for row in results:
                 rows.append(row)
                 rows.sort(key=lambda r: order[r["run_id"]])
                 write_runs_table(study_dir, rows)
-                advance(row)
+                advance(note=f"last: {row['run_id']} ({row['seconds']:.0f} s)")
                 if on_result is not None:
                     on_result(row)
         finally:
@@ -195,18 +193,3 @@ def _ray_backend(pending: list[dict[str, Any]], study_dir: Path, address: str) -
             ray.cancel(ref)
         if started_here and address == "local":
             ray.shutdown()
-
-
-@contextlib.contextmanager
-def _progress(show: bool, total: int, completed: int) -> Iterator[Callable[[dict[str, Any]], None]]:
-    if not show:
-        yield lambda row: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[last]}"))
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task("runs", total=total, completed=completed, last="")
-        yield lambda row: bar.update(task, advance=1, last=f"last: {row['run_id']} ({row['seconds']:.0f} s)")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from funnelscope.errors import FunnelscopeInputError
+from funnelscope.output import write_json
+from funnelscope.report.html import write_report
 from funnelscope.studies.runner import run_all
 
 __all__ = ["SIZES", "StudyDefinition", "StudyOutputs", "StudyResult", "run_study"]
@@ -175,15 +176,15 @@ def run_study(
             "headline": [],
         }
     meta["finished"] = None
-    _write_json(meta_path, meta)
+    write_json(meta_path, meta)
     specs = definition.runs(settings)
     runs = run_all(specs, out, workers=workers, ray_address=ray, on_result=on_result, progress=progress)
     outputs = StudyOutputs(out)
     definition.summarize(runs, settings, outputs)
     outputs.write_manifests()
     meta.update(finished=_now(), headline=outputs.headline)
-    _write_json(meta_path, meta)
-    report_path = _write_report(out) if report else None
+    write_json(meta_path, meta)
+    report_path = write_report(out) if report else None
     return StudyResult(out, runs, outputs.headline, report_path)
 
 
@@ -196,20 +197,6 @@ def _save_data(out: Path, data: tuple[Any, Any]) -> str:
     if not path.exists():
         np.savez(path, x=x.astype(np.float32), y=y.astype(np.int64))
     return str(path.resolve())
-
-
-def _write_report(out: Path) -> Path | None:
-    try:
-        from funnelscope.report.html import write_report
-    except ImportError:  # the HTML report has not landed in this checkout
-        return None
-    return write_report(out)
-
-
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(content, indent=1, ensure_ascii=False, default=str) + "\n")
-    os.replace(temporary, path)
 
 
 def _now() -> str:
