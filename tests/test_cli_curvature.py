@@ -32,17 +32,17 @@ def scripted_models(tmp_path: Path) -> list[Path]:
 def test_hessian_two_models_side_by_side(tmp_path: Path, scripted_models: list[Path]) -> None:
     out = tmp_path / "out"
     result = run_cli("hessian", str(scripted_models[0]), str(scripted_models[1]), "digits", "--n", "60",
-                     "--top-k", "3", "--probes", "2", "--lanczos-steps", "8", "--out", str(out), "--plots",
+                     "--top-k", "3", "--probes", "2", "--lanczos-steps", "8", "--density", "--out", str(out), "--plots",
                      "--format", "csv")
     assert result.returncode == 0, result.stderr
     assert "lambda_max" in result.stdout and "gn_lambda_max" in result.stdout
-    summary = pd.read_csv(out / "hessian_summary.csv")
+    summary = pd.read_csv(out / "summary.csv")
     assert list(summary["model"]) == ["m0", "m1"] and (summary["method"] == "double-backward").all()
-    eigenvalues = pd.read_csv(out / "m0_eigenvalues.csv")
+    eigenvalues = pd.read_csv(out / "m0" / "eigenvalues.csv")
     assert (eigenvalues["operator"] == "hessian").sum() == 3
-    density = pd.read_csv(out / "m0_density.csv")
+    density = pd.read_csv(out / "m0" / "density.csv")
     assert np.trapezoid(density["density"], density["eigenvalue"]) == pytest.approx(1.0, abs=1e-6)
-    for name in ("m0_hessian.png", "m1_hessian.png", "hessian_comparison.png"):
+    for name in ("m0/hessian.png", "m1/hessian.png", "comparison.png"):
         assert (out / name).stat().st_size > 1000, name
 
 
@@ -55,26 +55,29 @@ def test_factory_model_linearity_and_landscape(tmp_path: Path, scripted_models: 
                      str(tmp_path / "w.safetensors"), "--factory-arg", "width=12", "--n", "300", "--out", str(out),
                      "--plots")
     assert result.returncode == 0, result.stderr
-    frame = pd.read_parquet(out / "mlp_linearity.parquet")
+    frame = pd.read_parquet(out / "mlp" / "linearity.parquet")
     assert list(frame["layer"]) == ["2", "4"] and frame["r2"].between(0, 1).all()  # in-sample: n ≥ 2(64 + 1)
-    assert (out / "mlp_linearity.png").stat().st_size > 1000
+    assert (out / "mlp" / "linearity.png").stat().st_size > 1000
 
     out = tmp_path / "line"
     result = run_cli("landscape", str(scripted_models[0]), str(scripted_models[1]), "digits", "--also",
                      "digits:train", "--n", "50", "--points", "5", "--workers", "1", "--out", str(out), "--plots")
     assert result.returncode == 0, result.stderr
-    line = pd.read_parquet(out / "landscape_line.parquet")
+    line = pd.read_parquet(out / "m0+m1" / "landscape_line.parquet")
     assert set(line["dataset"]) == {"digits", "digits:train"} and len(line) == 2 * 5
-    summary = json.loads((out / "landscape_summary.json").read_text())
-    assert summary["models"] == ["m0", "m1"] and summary["digits_barrier"] >= 0
-    assert (out / "landscape_line.png").stat().st_size > 1000
+    summary = json.loads((out / "m0+m1" / "summary.json").read_text())
+    assert summary["kind"] == "interpolation" and summary["digits_barrier"] >= 0
+    assert pd.read_parquet(out / "summary.parquet")["model"].tolist() == ["m0+m1"]
+    assert (out / "m0+m1" / "landscape_line.png").stat().st_size > 1000
 
     out = tmp_path / "plane"
     result = run_cli("landscape", *map(str, scripted_models), "digits", "--n", "30", "--points", "3",
                      "--workers", "1", "--out", str(out), "--plots")
     assert result.returncode == 0, result.stderr
-    assert len(pd.read_parquet(out / "landscape_plane.parquet")) == 9
-    assert (out / "landscape_plane.png").stat().st_size > 1000
+    plane = out / "m0+m1+m2"
+    assert len(pd.read_parquet(plane / "landscape_plane.parquet")) == 9
+    assert list(pd.read_parquet(plane / "markers.parquet")["label"]) == ["A", "B", "C"]
+    assert (plane / "landscape_plane.png").stat().st_size > 1000
 
 
 def test_bad_inputs(tmp_path: Path, scripted_models: list[Path]) -> None:
@@ -83,7 +86,7 @@ def test_bad_inputs(tmp_path: Path, scripted_models: list[Path]) -> None:
     np.savez(tmp_path / "unlabelled.npz", x=np.zeros((10, 64), np.float32))
     cases = [
         (("hessian", str(tmp_path / "missing.pt"), "digits"), ("missing.pt", "no such file")),
-        (("hessian", model, str(tmp_path / "unlabelled.npz")), ("unlabelled.npz", "no labels")),
+        (("hessian", model, str(tmp_path / "unlabelled.npz")), ("unlabelled.npz", "no targets")),
         (("hessian", model, "digits", "--top-k", "0"), ("top_k=0",)),
         (("hessian", model, "digits", "--plots"), ("--plots needs --out",)),
         (("landscape", model, model, "digits", "--bn", "freeze"), ("bn='freeze'",)),

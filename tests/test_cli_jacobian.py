@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +42,14 @@ def test_two_models_side_by_side(tmp_path: Path) -> None:
                      "--plots", "--format", "csv")
     assert result.returncode == 0, result.stderr
     assert "lambda_max" in result.stdout and "offdiag_ratio" in result.stdout
-    summary = pd.read_csv(out / "jacobian_summary.csv")
+    summary = pd.read_csv(out / "summary.csv")
     assert list(summary["model"]) == ["first", "first_2"]
     assert summary["lambda_max"].iloc[0] == summary["lambda_max"].iloc[1]  # the same model twice
-    assert (out / "first_jacobian.png").stat().st_size > 1000
-    assert (out / "jacobian_comparison.png").stat().st_size > 1000
-    assert len(pd.read_csv(out / "first_examples.csv")) == 60
+    assert json.loads((out / "first" / "summary.json").read_text())["lambda_max"] == summary["lambda_max"].iloc[0]
+    assert (out / "first" / "jacobian.png").stat().st_size > 1000
+    assert (out / "comparison.png").stat().st_size > 1000
+    assert len(pd.read_csv(out / "first" / "examples.csv")) == 60
+    assert len(pd.read_csv(out / "first" / "per_class.csv")) == 10
     factory = run_cli("jacobian", "funnelscope.studies.models:mlp", "digits", "--weights",
                       str(tmp_path / "second.safetensors"), "--factory-arg", "width=16", "--n", "30")
     assert factory.returncode == 0, factory.stderr

@@ -34,7 +34,7 @@ def test_least_squares_closed_form_with_a_smaller_last_batch() -> None:
     loader = DataLoader(TensorDataset(x, y), batch_size=16)  # 103 = 6·16 + 7: the last batch is smaller
     assert len(x) % 16 == 7
     exact = np.linalg.eigvalsh((2 / len(x) * x.T @ x).numpy())[::-1]  # closed form, L = (1/n)‖Xw − y‖²
-    spectrum = hessian_spectrum(model, loader, squared_error, top_k=3, bottom_k=2, probes=200, seed=0)
+    spectrum = hessian_spectrum(model, loader, loss_fn=squared_error, top_k=3, bottom_k=2, probes=200, seed=0)
     np.testing.assert_allclose(spectrum.top_eigenvalues, exact[:3], rtol=1e-10)
     np.testing.assert_allclose(spectrum.bottom_eigenvalues, exact[::-1][:2], rtol=1e-10)
     np.testing.assert_allclose(spectrum.gauss_newton_top_eigenvalues, exact[:3], rtol=1e-10)  # G = H: linear model
@@ -49,7 +49,7 @@ def test_least_squares_closed_form_with_a_smaller_last_batch() -> None:
 def test_trace_converges_to_the_closed_form() -> None:
     x, y, model = least_squares()
     exact = float(2 / len(x) * (x**2).sum())
-    errors = [abs(hessian_spectrum(model, (x, y), squared_error, top_k=1, probes=m, gauss_newton=False,
+    errors = [abs(hessian_spectrum(model, (x, y), loss_fn=squared_error, top_k=1, probes=m, gauss_newton=False,
                                    seed=3).trace - exact) for m in (4, 400)]
     assert errors[1] < errors[0] and errors[1] < 0.05 * exact
 

@@ -268,13 +268,13 @@ def test_dataset_and_loader_give_the_tensor_result_with_their_labels() -> None:
     model = float64_mlp(k=4)
     x = torch.randn(33, 8, dtype=torch.float64)
     y = torch.randint(0, 4, (33,))
-    reference = jacobian_spectrum(model, x, y)
+    reference = jacobian_spectrum(model, (x, y))
     for data in (TensorDataset(x, y), DataLoader(TensorDataset(x, y), batch_size=10)):
         other = jacobian_spectrum(model, data)
         np.testing.assert_allclose(other.eigenvalues, reference.eigenvalues, rtol=1e-12,
                                    atol=1e-14 * reference.eigenvalues[0])
         np.testing.assert_array_equal(other.labels, y.numpy())
-    from_numpy = jacobian_spectrum(model, x.numpy().astype(np.float32), y.numpy())  # cast to the model's dtype
+    from_numpy = jacobian_spectrum(model, (x.numpy().astype(np.float32), y.numpy()))  # cast to the model's dtype
     np.testing.assert_allclose(from_numpy.diagonal, reference.diagonal, rtol=1e-5)
 
 
@@ -282,8 +282,8 @@ def test_per_class_and_confidence_tables_follow_their_definitions() -> None:
     model = float64_mlp(k=3)
     x = torch.randn(45, 8, dtype=torch.float64)
     y = np.arange(45) % 3
-    spectrum = jacobian_spectrum(model, x, y, keep_gram=True)
-    dual = jacobian_spectrum(model, x, y)  # class sums instead of the gram
+    spectrum = jacobian_spectrum(model, (x, y), keep_gram=True)
+    dual = jacobian_spectrum(model, (x, y))  # class sums instead of the gram
     gram = spectrum.gram
     logits = model(x).detach()
     probs = torch.softmax(logits, 1).numpy()
@@ -344,7 +344,7 @@ GOOD = torch.randn(10, 5)
         (LINEAR, torch.tensor([[0.0, 1, 2, 3, float("nan")]] * 3), {}, "NaN or inf"),
         (LINEAR, torch.tensor([[0.0, 1, 2, 3, float("inf")]] * 3), {}, "NaN or inf"),
         (LINEAR, torch.ones(10, 5, dtype=torch.int64), {}, "floating-point"),
-        (LINEAR, "data.csv", {}, "inputs must be"),
+        (LINEAR, "data.csv", {}, "must be a tensor or array of inputs"),
         (IntegerOutput(), GOOD, {}, "floating point"),
         (ThreeDimensionalOutput(5, 3), GOOD, {}, r"must be \(n, k\)"),
         (nn.Linear(5, 1), GOOD, {}, "single output"),
@@ -360,9 +360,9 @@ GOOD = torch.randn(10, 5)
         (LINEAR, GOOD, {"project": 5}, "project=5 must be smaller than d=5"),
         (LINEAR, GOOD, {"seed": 1.5}, "seed=1.5"),
         (LINEAR, GOOD, {"keep_gram": True, "solver": "lanczos"}, "keep_gram"),
-        (LINEAR, GOOD, {"labels": [0, 1]}, "labels must be 10 class indices"),
-        (LINEAR, GOOD, {"labels": np.arange(10)}, r"labels must be in \[0, 3\)"),
-        (LINEAR, GOOD, {"labels": np.linspace(0, 1, 10)}, "integer class indices"),
+        (LINEAR, (GOOD, np.array([0, 1])), {}, "same first dimension"),
+        (LINEAR, (GOOD, np.arange(10)), {}, r"labels must be in \[0, 3\)"),
+        (LINEAR, (GOOD, np.linspace(0, 1, 10)), {}, "integer class indices"),
         (LINEAR, GOOD, {"device": "gpu7"}, "not a torch device"),
     ],
 )
@@ -400,8 +400,8 @@ def test_plot_panels() -> None:
     model = float64_mlp(k=3)
     x = torch.randn(40, 8, dtype=torch.float64)
     y = np.arange(40) % 3
-    with_gram = plot_jacobian(jacobian_spectrum(model, x, y, keep_gram=True))
+    with_gram = plot_jacobian(jacobian_spectrum(model, (x, y), keep_gram=True))
     assert [ax.get_title() for ax in with_gram.axes[:3]] == ["ESD", "diagonal (per-example sensitivity)",
                                                               "Jacobian cosine"]
-    assert plot_jacobian(jacobian_spectrum(model, x, y)).axes[2].get_title() == "class-pair mean of M_ij"
+    assert plot_jacobian(jacobian_spectrum(model, (x, y))).axes[2].get_title() == "class-pair mean of M_ij"
     assert len(plot_jacobian(jacobian_spectrum(model, x)).axes) == 2

@@ -54,7 +54,7 @@ def test_line_endpoints_are_the_models_own_losses_and_barrier() -> None:
     model_a, model_b = cnn(0), cnn(1)
     train, test = data(0, 37), data(1, 23)
     loader = DataLoader(TensorDataset(*train), batch_size=8)  # last batch of 5
-    line = landscape_line(model_a, model_b, {"train": loader, "test": test}, points=9, workers=1)
+    line = landscape_line(model_a, {"train": loader, "test": test}, other=model_b, points=9, workers=1)
     frame = line.to_frame()
     assert sorted(frame["t"].unique()) == pytest.approx(np.linspace(-0.5, 1.5, 9))
     for name, (x, y) in (("train", train), ("test", test)):
@@ -67,7 +67,7 @@ def test_line_endpoints_are_the_models_own_losses_and_barrier() -> None:
         accuracy = (model_a(x).argmax(1) == y).float().mean().item()
         assert rows.loc[0.0, "accuracy"] == pytest.approx(accuracy)
     assert line.kind == "interpolation" and line.summary()["train_barrier"] == line.barrier["train"]
-    random_line = landscape_line(model_a, data=test, t=(-1, 1), points=5, seed=0, workers=1)
+    random_line = landscape_line(model_a, test, t=(-1, 1), points=5, seed=0, workers=1)
     assert random_line.kind == "random" and random_line.barrier == {}
     at_zero = random_line.frame.set_index("t").loc[0.0, "loss"]
     assert at_zero == pytest.approx(mean_loss(model_a, *test), rel=1e-6)
@@ -76,8 +76,8 @@ def test_line_endpoints_are_the_models_own_losses_and_barrier() -> None:
 def test_batch_norm_recomputed_at_each_point() -> None:
     model_a, model_b = cnn(0, batch_norm=True), cnn(1, batch_norm=True)
     train, test = data(0, 40), data(1, 20)
-    kept = landscape_line(model_a, model_b, {"train": train, "test": test}, points=3, t=(0, 1), workers=1)
-    recomputed = landscape_line(model_a, model_b, {"train": train, "test": test}, points=3, t=(0, 1),
+    kept = landscape_line(model_a, {"train": train, "test": test}, other=model_b, points=3, t=(0, 1), workers=1)
+    recomputed = landscape_line(model_a, {"train": train, "test": test}, other=model_b, points=3, t=(0, 1),
                                 bn="recompute", workers=1)
     # by hand: the running statistics of model_a from one pass over the training data (cumulative average)
     reference = copy.deepcopy(model_a)
@@ -138,14 +138,14 @@ def test_pca_plane_from_a_trajectory() -> None:
 
 
 @pytest.mark.parametrize(("call", "needle"), [
-    (lambda m, d: landscape_line(m, m, d, bn="freeze"), "bn='freeze'"),
-    (lambda m, d: landscape_line(m, m, d, points=1), "points=1"),
-    (lambda m, d: landscape_line(m, m, d, t=(1, 0)), "low < high"),
-    (lambda m, d: landscape_line(m, m), "data is required"),
+    (lambda m, d: landscape_line(m, d, other=m, bn="freeze"), "bn='freeze'"),
+    (lambda m, d: landscape_line(m, d, other=m, points=1), "points=1"),
+    (lambda m, d: landscape_line(m, d, other=m, t=(1, 0)), "low < high"),
+    (lambda m, d: landscape_line(m, None), "data is required"),
     (lambda m, d: landscape_plane(m, d, directions="eigen"), "directions='eigen'"),
     (lambda m, d: landscape_plane(m, d, directions="pca"), "needs a trajectory"),
     (lambda m, d: landscape_plane(m, d, span=-1), "span=-1"),
-    (lambda m, d: landscape_line(m, m, (torch.randn(6, 2, 6, 6), d[1])), "rejected inputs of shape"),
+    (lambda m, d: landscape_line(m, (torch.randn(6, 2, 6, 6), d[1]), other=m), "rejected inputs of shape"),
     (lambda m, d: landscape_plane(m, d, points=4, workers=2, loss_fn=lambda o, t: (o[:, 0] - t) ** 2),
      "use workers=1"),
 ])

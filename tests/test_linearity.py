@@ -21,7 +21,7 @@ def test_relu_fed_only_positive_preactivations_is_fully_linear() -> None:
         first.bias.fill_(0.1)
     model = nn.Sequential(first, nn.ReLU(), nn.Linear(8, 3))
     x = torch.rand(200, 5)  # positive inputs, positive weights and biases: every pre-activation > 0
-    frame = layer_linearity(model, x, batch_size=64)
+    frame = layer_linearity(model, x, batch_size=64).to_frame()
     row = frame.iloc[0]
     assert row["layer"] == "1" and row["kind"] == "ReLU" and row["units"] == 8 and row["n"] == 200
     assert (row["always_active"], row["always_inactive"], row["mean_active"]) == (1.0, 0.0, 1.0)
@@ -76,11 +76,11 @@ def test_against_a_naive_reference_traced_and_hooked() -> None:
         model.fc2.bias[:2] = 50.0  # two always active
     x = torch.randn(300, 6)
     expected = naive(model, x)
-    traced = layer_linearity(model, x, batch_size=70)
+    traced = layer_linearity(model, x, batch_size=70).to_frame()
     assert list(traced["layer"]) == ["relu", "leaky"] and list(traced["kind"]) == ["relu", "LeakyReLU"]
     untraceable = Untraceable()
     untraceable.load_state_dict(model.state_dict())
-    hooked = layer_linearity(untraceable, x)
+    hooked = layer_linearity(untraceable, x).to_frame()
     assert list(hooked["layer"]) == ["leaky"]  # hooks see modules only: the functional relu is invisible
     for frame, rows in ((traced, expected), (hooked, naive(model, x, see_relu=False)[1:])):
         for (_, got), want in zip(frame.iterrows(), rows, strict=True):
@@ -94,16 +94,16 @@ def test_against_a_naive_reference_traced_and_hooked() -> None:
 def test_few_examples_are_cross_validated_and_wide_blocks_skipped() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 2))
-    frame = layer_linearity(model, torch.randn(40, 30))  # 40 < 2·(30 + 1): an in-sample fit would be exact
+    frame = layer_linearity(model, torch.randn(40, 30)).to_frame()  # 40 < 2·(30 + 1): an in-sample fit would be exact
     assert frame.loc[0, "r2_method"] == "2-fold" and frame.loc[0, "r2"] < 0.999
-    skipped = layer_linearity(model, torch.randn(40, 30), max_features=16)
+    skipped = layer_linearity(model, torch.randn(40, 30), max_features=16).to_frame()
     assert skipped.loc[0, "r2_method"] == "skipped" and np.isnan(skipped.loc[0, "r2"])
 
 
 def test_conv_units_are_channel_positions() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(48, 2))
-    frame = layer_linearity(model, torch.randn(20, 1, 4, 4))
+    frame = layer_linearity(model, torch.randn(20, 1, 4, 4)).to_frame()
     assert frame.loc[0, "units"] == 48 and frame.loc[0, "input_features"] == 16
 
 

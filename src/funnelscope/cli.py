@@ -256,7 +256,7 @@ def landscape(
     else:
         result = landscape_line(modules[0], datasets, other=modules[1] if len(modules) == 2 else None, t=t_range,
                                 **({"points": points} if points else {}), **common)
-    _report({" → ".join(labels): result}, title=f"landscape of {', '.join(labels)}", out=out,
+    _report({"+".join(labels): result}, title=f"landscape of {', '.join(labels)}", out=out,
             table_format=table_format, plots=plots)
 
 

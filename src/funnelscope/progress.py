@@ -3,7 +3,8 @@
 Every long computation (layers, Jacobian passes, Hessian–vector products, grid points, training runs) reports
 through :func:`progress_bar`. On a terminal it is a transient rich bar; where stderr is not a terminal (a log
 file, CI, a notebook's captured stream) rich draws nothing, so progress is printed as a plain line about
-every tenth of the work instead: a 20-minute call is never silent.
+every tenth of the work instead, once the work has run for :data:`PLAIN_AFTER_SECONDS` (a quick call stays
+quiet, a 20-minute call is never silent).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from contextlib import contextmanager
 __all__ = ["Advance", "progress_bar"]
 
 Advance = Callable[..., None]
-PLAIN_STEPS = 10  # plain-text mode: a line about every 1/10 of the total
+PLAIN_STEPS = 10  # plain-text mode: a line about every 1/10 of the total …
+PLAIN_AFTER_SECONDS = 5.0  # … once the work has run this long
 
 
 @contextmanager
@@ -62,9 +64,9 @@ def _plain(stream, total: int, label: str, completed: int) -> Advance:
 
     def advance(steps: int = 1, note: str = "") -> None:
         state["done"] += steps
-        if state["done"] >= state["next"] or state["done"] >= total:
+        elapsed = time.perf_counter() - start
+        if elapsed >= PLAIN_AFTER_SECONDS and (state["done"] >= state["next"] or state["done"] >= total):
             state["next"] = state["done"] + max(1, total // PLAIN_STEPS)
-            elapsed = time.perf_counter() - start
             extra = f" {note}" if note else ""
             print(f"{label}: {state['done']}/{total} ({elapsed:.0f} s){extra}", file=stream, flush=True)
 

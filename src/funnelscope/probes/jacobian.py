@@ -237,7 +237,8 @@ class JacobianSpectrum(ProbeResult):
         """
         from scipy.stats import mannwhitneyu, spearmanr
 
-        rho, p_value = spearmanr(self.diagonal, self.confidence) if self.n > 2 else (np.nan, np.nan)
+        varied = self.n > 2 and np.ptp(self.diagonal) > 0 and np.ptp(self.confidence) > 0
+        rho, p_value = spearmanr(self.diagonal, self.confidence) if varied else (np.nan, np.nan)
         result = {"spearman_confidence": float(rho), "spearman_p_value": float(p_value), "accuracy": np.nan,
                   "mean_diagonal_correct": np.nan, "mean_diagonal_incorrect": np.nan, "auroc_incorrect": np.nan}
         if self.labels is None:

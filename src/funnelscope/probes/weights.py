@@ -20,7 +20,6 @@ split into kernel-position slices whose eigenvalues are pooled.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -29,16 +28,20 @@ import pandas as pd
 import torch
 
 from funnelscope.errors import FunnelscopeInputError
-from funnelscope.models.matrices import layer_name, layer_shape, weight_slices
+from funnelscope.models.deltas import skip_reason
+from funnelscope.models.matrices import layer_shape, weight_slices
 from funnelscope.models.sources import TensorRef, open_weights
 from funnelscope.options import resolve_device
+from funnelscope.probes.describe import layer_row, select_layers
 from funnelscope.probes.result import ProbeResult
+from funnelscope.probes.weight_deltas import check_derivation, derive_source
+from funnelscope.probes.weight_tail import alpha_columns, fit_tail, tail_options
 from funnelscope.progress import progress_bar
 from funnelscope.spectra.eigen import gram_eigenvalues
 from funnelscope.spectra.marchenko_pastur import MarchenkoPasturFit, fit_marchenko_pastur
 from funnelscope.spectra.metrics import esd_metrics
 from funnelscope.spectra.phases import classify_phase
-from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
+from funnelscope.spectra.powerlaw import PowerLawFit
 
 __all__ = ["LayerSpectrum", "WeightsAnalysis", "WeightsSummary", "analyze_weights", "summarize_weights",
            "weight_spectra"]
@@ -118,6 +121,14 @@ def analyze_weights(
     eig_method: str = "gram",
     xmin: float | None = None,
     xmax: float | None = None,
+    fit: str = "PL",
+    fix_fingers: str | None = None,
+    xmin_max: float | None = None,
+    max_fingers: int | None = None,
+    finger_thresh: float | None = None,
+    detX: bool = False,
+    base_model: object = None,
+    peft: bool | str = False,
     device: torch.device | str | None = None,
     trust_pickle: bool = False,
     seed: int = 0,
@@ -145,7 +156,32 @@ def analyze_weights(
     eig_method : {"gram", "svd"}
         See :func:`funnelscope.spectra.eigen.gram_eigenvalues`.
     xmin, xmax : float, optional
-        Passed to :func:`fit_powerlaw` (default: WeightWatcher's search over all candidates).
+        Passed to :func:`~funnelscope.spectra.powerlaw.fit_powerlaw` (default: WeightWatcher's search over all
+        candidates).
+    fit : {"PL", "TPL", "E_TPL"}, default "PL"
+        The tail law (WeightWatcher's ``fit``). ``"TPL"``: ``alpha`` and ``Lambda`` of the truncated power law
+        :math:`p(\lambda) \propto \lambda^{-\alpha} e^{-\Lambda\lambda}` (see
+        :mod:`funnelscope.probes.weight_tail`), with ``pl_alpha``, ``tpl_R`` and ``tpl_p`` (the nested
+        likelihood-ratio test against the power law); ``"E_TPL"``: the same with ``fix_fingers="xmin_peak"``.
+    fix_fingers : {None, "xmin_peak", "clip_xmax"}
+        Repair spuriously large α from a few outlying top eigenvalues, as WeightWatcher defines it
+        (:mod:`funnelscope.spectra.fingers`): ``"xmin_peak"`` caps ``xmin`` near the ESD's peak (at ``xmin_max``,
+        default 1.5 × the peak); ``"clip_xmax"`` refits without the largest ``k = 2 … max_fingers − 1``
+        eigenvalues (default ``max_fingers=10``) and keeps the first clip that lowers α by more than
+        ``finger_thresh`` (default 1.0): columns ``num_fingers`` (values clipped) and ``raw_alpha``.
+    xmin_max, max_fingers, finger_thresh : optional
+        The ``fix_fingers`` parameters above; each needs its mode.
+    detX : bool, default False
+        Add ``detX_num``, ``detX_val`` and ``ERG_gap`` (SETOL's det X = 1 condition, as WeightWatcher computes
+        it; :mod:`funnelscope.spectra.detx`).
+    base_model : nn.Module, state_dict or path, optional
+        A base model: each layer is analysed as ``ΔW = W − W_base`` (matched by name, shapes checked; layers
+        without a counterpart are listed as ``skipped``). With ``peft="with_base"``, where ``W`` comes from.
+    peft : {False, True, "with_base"}
+        ``model_or_path`` is a LoRA adapter (``adapter_model.safetensors`` and ``adapter_config.json``): one
+        row ``<module>.lora_BA`` per adapted layer for ``B·A`` (its ``r`` eigenvalues, from the ``r × r`` core),
+        and with ``"with_base"`` one ``<module>.lora_W_plus_BA`` for ``W + (lora_alpha/r)·B·A``; columns
+        ``lora_rank``, ``lora_scale`` (:mod:`funnelscope.models.peft`).
     device : torch device, optional
         Where the Grams are eigen-solved. Default: the module's device for an ``nn.Module``, else the CPU
         (``"cuda"`` uses cuSOLVER's batched ``eigvalsh``).
@@ -162,12 +198,12 @@ def analyze_weights(
         Columns ``layer_id, name, layer_type, N, M, Q, rf, num_evals`` then the metrics of
         :mod:`funnelscope.spectra.metrics`, the Marchenko–Pastur columns ``sigma2_mp, bulk_min, bulk_max``
         (for ``X = WᵀW/N``), ``num_spikes, mp_softrank``, ``phase``, ``status`` (``success``, ``failed``,
-        ``skipped``) and ``reason``.
+        ``skipped``) and ``reason``; the options add their columns (above).
 
     Raises
     ------
     FunnelscopeInputError
-        Unreadable input, or no layer matrix in it.
+        Unreadable input, or no layer matrix in it; a bad option value or combination.
 
     Examples
     --------
@@ -186,6 +222,14 @@ def analyze_weights(
         eig_method=eig_method,
         xmin=xmin,
         xmax=xmax,
+        fit=fit,
+        fix_fingers=fix_fingers,
+        xmin_max=xmin_max,
+        max_fingers=max_fingers,
+        finger_thresh=finger_thresh,
+        detX=detX,
+        base_model=base_model,
+        peft=peft,
         device=device,
         trust_pickle=trust_pickle,
         seed=seed,
@@ -205,6 +249,14 @@ def weight_spectra(
     eig_method: str = "gram",
     xmin: float | None = None,
     xmax: float | None = None,
+    fit: str = "PL",
+    fix_fingers: str | None = None,
+    xmin_max: float | None = None,
+    max_fingers: int | None = None,
+    finger_thresh: float | None = None,
+    detX: bool = False,
+    base_model: object = None,
+    peft: bool | str = False,
     device: torch.device | str | None = None,
     trust_pickle: bool = False,
     seed: int = 0,
@@ -216,27 +268,27 @@ def weight_spectra(
         raise FunnelscopeInputError(f"need 1 ≤ min_evals ≤ max_evals, got {min_evals} and {max_evals}")
     if eig_method not in ("gram", "svd"):
         raise FunnelscopeInputError(f"eig_method must be 'gram' or 'svd', got {eig_method!r}")
+    tail = tail_options(fit=fit, fix_fingers=fix_fingers, xmin_max=xmin_max, max_fingers=max_fingers,
+                        finger_thresh=finger_thresh, detX=detX, xmin=xmin, xmax=xmax)
+    check_derivation(base_model, peft, randomize)
     source = open_weights(model_or_path, trust_pickle=trust_pickle)
-    refs = _select(list(source), layers, source.description)
+    source = derive_source(model_or_path, source, base_model=base_model, peft=peft, trust_pickle=trust_pickle)
+    refs = select_layers(list(source), layers, source.description)
     target = resolve_device(device, model_or_path if isinstance(model_or_path, torch.nn.Module) else None)
     generator = torch.Generator().manual_seed(seed)
-    options = {"xmin": xmin, "xmax": xmax, "eig_method": eig_method}
+    options = {"tail": tail, "eig_method": eig_method}
 
     cache: dict[int, torch.Tensor | str] = {}
     with progress_bar(progress, len(refs), "layers") as advance:
         for index, (layer_id, ref) in enumerate(refs):
-            N, M, rf = layer_shape(ref.shape)
-            base = {
-                "layer_id": layer_id,
-                "name": layer_name(ref.name),
-                "layer_type": ref.kind,
-                "N": N,
-                "M": M,
-                "Q": N / M,
-                "rf": rf,
-                "num_evals": M * rf if pool else M,
-            }
+            base = layer_row(layer_id, ref, pool=pool)
+            M = int(base["M"])
             count = base["num_evals"]
+            if skip_reason(ref):
+                cache.pop(index, None)
+                yield LayerSpectrum({**base, "status": "skipped", "reason": skip_reason(ref)})
+                advance()
+                continue
             if count < min_evals or (max_evals is not None and count > max_evals):
                 limit = f"< min_evals {min_evals}" if count < min_evals else f"> max_evals {max_evals}"
                 yield LayerSpectrum({**base, "status": "skipped", "reason": f"{count} eigenvalues {limit}"})
@@ -268,31 +320,6 @@ def summarize_weights(details: pd.DataFrame) -> WeightsSummary:
     metrics = {name: float(used[name].mean()) for name in SUMMARY_METRICS if name in used and len(used)}
     excluded = tuple(str(name) for name in details.loc[details["status"] != "success", "name"])
     return WeightsSummary(metrics=metrics, layers_used=len(used), excluded=excluded)
-
-
-def _select(
-    refs: list[TensorRef], layers: Sequence[str | int] | None, description: str
-) -> list[tuple[int, TensorRef]]:
-    numbered = list(enumerate(refs))
-    if not numbered:
-        raise FunnelscopeInputError(f"{description}: no layer matrices (2-D or convolution weights) found")
-    if layers is None:
-        return numbered
-    if isinstance(layers, (str, int)):
-        layers = [layers]
-    chosen = []
-    for layer_id, ref in numbered:
-        name = layer_name(ref.name)
-        for selector in layers:
-            if isinstance(selector, int) and selector == layer_id:
-                chosen.append((layer_id, ref))
-                break
-            if isinstance(selector, str) and (fnmatch.fnmatchcase(name, selector) or selector == ref.name):
-                chosen.append((layer_id, ref))
-                break
-    if not chosen:
-        raise FunnelscopeInputError(f"{description}: no layer matches {list(layers)}")
-    return chosen
 
 
 def _eigenvalue_batch(
@@ -376,11 +403,12 @@ def _analyse(
     if float(eigenvalues.max(initial=0.0)) <= 0.0:
         return LayerSpectrum({**row, "status": "failed", "reason": "all eigenvalues are zero"}, eigenvalues)
     try:
-        fit = fit_powerlaw(eigenvalues, xmin=options["xmin"], xmax=options["xmax"])
+        fit, tail_columns = fit_tail(eigenvalues, options["tail"])
     except FunnelscopeInputError as error:
         row.update(esd_metrics(eigenvalues, N=N, M=M, from_gram=from_gram))
         return LayerSpectrum({**row, "status": "failed", "reason": f"power-law fit: {error}"}, eigenvalues)
     row.update(esd_metrics(eigenvalues, N=N, M=M, fit=fit, from_gram=from_gram))
+    row.update(tail_columns)
     mp = fit_marchenko_pastur(eigenvalues, N=N, M=M)
     row.update(
         sigma2_mp=mp.sigma2,
