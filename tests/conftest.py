@@ -53,3 +53,15 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         env=env,
         timeout=300,
     )
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """A user mistake as the CLI must report it: exit code 2, no traceback, one ``error: …`` line on stderr
+    that contains every needle."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    message = result.stderr.strip()
+    assert message.startswith("error:"), message
+    assert len(message.splitlines()) == 1, message
+    for needle in needles:
+        assert needle in message, (needle, message)

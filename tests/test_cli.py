@@ -10,16 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.conftest import run_cli, small_mlp
-
-
-def assert_user_error(result, *needles: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    message = result.stderr.strip()
-    assert message.startswith("error:"), message
-    for needle in needles:
-        assert needle in message, (needle, message)
+from tests.conftest import assert_user_error, run_cli, small_mlp
 
 
 def test_weights_writes_table_summary_and_plots(tmp_path: Path, safetensors_file: Path) -> None:
@@ -103,3 +94,53 @@ def test_one_bad_layer_in_a_good_model(tmp_path: Path) -> None:
 
 def test_plots_need_an_output_directory(safetensors_file: Path) -> None:
     assert_user_error(run_cli("weights", str(safetensors_file), "--plots"), "--plots needs --out")
+
+
+def test_help_states_the_defaults_the_api_uses() -> None:
+    """Every option named like a parameter of the command's API function has that function's default, and the
+    help text states it (``[default: …]``)."""
+    import inspect
+
+    import click
+    import typer
+
+    from funnelscope import cli
+    from funnelscope.probes.weights import analyze_weights
+
+    apis = {"weights": [analyze_weights], "jacobian": [cli.jacobian_spectrum], "hessian": [cli.hessian_spectrum],
+            "landscape": [cli.landscape_line, cli.landscape_plane], "linearity": [cli.layer_linearity]}
+    group = typer.main.get_command(cli.app)
+    checked = 0
+    for name, functions in apis.items():
+        command = group.commands[name]
+        context = click.Context(command, info_name=name)
+        for parameter in command.params:
+            defaults = {inspect.signature(f).parameters[parameter.name].default for f in functions
+                        if parameter.name in inspect.signature(f).parameters}
+            if parameter.name == "t_range":
+                defaults = {cli.landscape_line.__kwdefaults__["t"]}
+            if not defaults:
+                continue
+            assert len(defaults) == 1 or parameter.name == "points", (name, parameter.name)
+            default = defaults.pop()
+            cli_default = tuple(parameter.default) if isinstance(parameter.default, list) else parameter.default
+            help_text = parameter.get_help_record(context)[1]
+            if parameter.name == "points":  # one CLI option for two API defaults: both stated
+                assert cli_default is None and all(str(f.__kwdefaults__["points"]) in help_text for f in functions)
+            else:
+                assert cli_default == default, (name, parameter.name, cli_default, default)
+                plain_flag = getattr(parameter, "is_flag", False) and not parameter.secondary_opts  # off unless given
+                assert plain_flag or "[default:" in help_text, (name, parameter.name, help_text)
+            checked += 1
+    assert checked >= 25
+
+
+def test_demo_runs_at_the_tiny_size(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", str(out), "--size", "tiny", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "Jacobian λ_max: true → shuffled labels" in result.stdout
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert sorted(runs["label_noise"]) == [0.0, 1.0]
+    report = (out / "report.html").read_text()
+    assert report.count("<img") >= 4 and "data:image/png;base64" in report

@@ -12,8 +12,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from funnelscope.studies.models import mlp
-from tests.conftest import run_cli
-from tests.test_cli import assert_user_error
+from tests.conftest import assert_user_error, run_cli
 
 
 class ArgmaxHead(nn.Module):

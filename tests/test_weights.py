@@ -25,7 +25,7 @@ def test_rows_follow_the_definitions(mlp: nn.Module) -> None:
     assert list(details["name"]) == ["0", "2", "4"]
     first = details.iloc[0]
     weight = mlp[0].weight.detach().double().numpy()
-    evals = np.sort(np.linalg.svd(weight, compute_uv=False) ** 2)  # λ = σ², not divided by N (DESIGN 2.1)
+    evals = np.sort(np.linalg.svd(weight, compute_uv=False) ** 2)  # λ = σ², not divided by N
     fit = fit_powerlaw(evals)
     assert (first["N"], first["M"], first["rf"], first["num_evals"]) == (64, 48, 1, 48)
     assert first["alpha"] == pytest.approx(fit.alpha, rel=1e-9)
@@ -184,7 +184,7 @@ weightwatcher.WeightWatcher(model=model).analyze().to_json(sys.argv[2], orient="
 def test_convolution_parity_with_weightwatcher(tmp_path: Path) -> None:
     """Pooled Conv2d slices as WeightWatcher 0.7.7 builds them: identical alphas and spike counts. WeightWatcher
     multiplies Conv2d slices by 1/√2 (its ``conv2d_norm`` with ``conv2d_count=1``), so its conv eigenvalues
-    are half of ours; we keep DESIGN 2.1's λ = σ²."""
+    are half of ours; we keep λ = σ² (docs/quantities.md#layer-matrices)."""
     pytest.importorskip("weightwatcher")
     weights, out = tmp_path / "conv.pt", tmp_path / "ww.json"
     subprocess.run([sys.executable, "-c", _WEIGHTWATCHER_CONV_SCRIPT, str(weights), str(out)], check=True,

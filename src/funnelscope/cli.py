@@ -19,21 +19,15 @@ import typer
 
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.probes.hessian import hessian_spectrum
-from funnelscope.probes.jacobian import METHODS, OUTPUTS, jacobian_spectrum
+from funnelscope.probes.jacobian import DEFAULT_PROBES, METHODS, OUTPUTS, jacobian_spectrum
 from funnelscope.probes.landscape import BN_MODES, landscape_line, landscape_plane
 from funnelscope.probes.linearity import layer_linearity
 from funnelscope.probes.weights import analyze_weights
 
-app = typer.Typer(
-    name="funnelscope",
-    help="Spectra of trained neural networks: weight ESDs, data Jacobians, Hessians and loss landscapes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-)
+app = typer.Typer(name="funnelscope", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+                  help="Spectra of trained neural networks: weight ESDs, data Jacobians, Hessians and loss landscapes.")
 Command = TypeVar("Command", bound=Callable[..., None])
-NONE_MEANS = {"device": "the model's device", "probes": "32 for the sketch", "project": "none",
-              "n": "all examples", "workers": "automatic", "max_batches": "all"}
+NONE_MEANS = {"device": "the model's device", "probes": f"{DEFAULT_PROBES} for the sketch", "workers": "automatic"}
 
 
 def api_option(function: Callable, name: str, help: str, *flags: str) -> Any:
@@ -60,6 +54,11 @@ def user_errors(command: Command) -> Command:
     return wrapper  # type: ignore[return-value]
 
 
+def command(function: Command) -> Command:
+    """A command of the app, with user errors turned into one line and exit code 2."""
+    return app.command()(user_errors(function))
+
+
 # options of several commands, declared once
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Directory for the tables, summary and figures.")]
 Format = Annotated[str, typer.Option("--format", help="Format of the tables: parquet, csv or json.")]
@@ -80,20 +79,25 @@ ModelsAndData = Annotated[list[str], typer.Argument(
          "then the data: digits, digits:image, digits:train, or a .npz/.pt with x (and y).")]
 
 
+def _check_out(out: Path | None, plots: bool) -> None:
+    from funnelscope.output import check_output_directory
+
+    if plots and out is None:
+        raise FunnelscopeInputError("--plots needs --out DIR to write the figures to")
+    if out is not None:
+        check_output_directory(out)
+
+
 def _inputs(arguments: list[str], *, weights: Path | None, factory_args: list[str] | None, n: int | None,
             trust_pickle: bool, out: Path | None, plots: bool) -> tuple[dict, Any]:
     """Models (label → module) and data of a ``MODEL... DATA`` command, and ``--out`` checked, before any work."""
     from funnelscope.datasets import load_data
     from funnelscope.models.loading import load_models
     from funnelscope.options import parse_assignments
-    from funnelscope.output import check_output_directory
 
     if len(arguments) < 2:
         raise FunnelscopeInputError("give at least one MODEL and then DATA")
-    if plots and out is None:
-        raise FunnelscopeInputError("--plots needs --out DIR to write the figures to")
-    if out is not None:
-        check_output_directory(out)
+    _check_out(out, plots)
     data = load_data(arguments[-1], limit=n)
     kwargs = parse_assignments(factory_args or [], option="--factory-arg")
     return load_models(arguments[:-1], weights=weights, factory_kwargs=kwargs, trust_pickle=trust_pickle), data
@@ -110,16 +114,15 @@ def _report(results: dict, *, title: str, out: Path | None, table_format: str, p
         console.print(f"wrote {out}/", highlight=False)
 
 
-@app.command()
-@user_errors
+@command
 def weights(
     path: Annotated[Path, typer.Argument(help="A .safetensors file, a directory (sharded, Hugging Face) or a "
                                               "torch file.")],
     out: Out = None,
     table_format: Format = "parquet",
     plots: Plots = False,
-    layers: Annotated[list[str] | None, typer.Option("--layers", "-l",
-                                                     help="Layer name or shell pattern; repeatable.")] = None,
+    layers: Annotated[list[str] | None, typer.Option("--layers", "-l", help="Layer name or shell pattern; repeatable.",
+                                                     show_default="all layers")] = None,
     randomize: bool = api_option(analyze_weights, "randomize", "Also analyse element-shuffled matrices "
                                  "(rand_distance, correlation traps)."),
     pool: bool = api_option(analyze_weights, "pool", "Pool convolution slices into one ESD per layer."),
@@ -129,14 +132,10 @@ def weights(
     strict: Annotated[bool, typer.Option(help="Exit with code 2 if any layer failed.")] = False,
 ) -> None:
     """Analyse the ESD of every layer matrix: power-law α, norms, ranks, Marchenko–Pastur bulk, phase."""
-    from funnelscope.output import check_output_directory
     from funnelscope.probes.weights import WeightsAnalysis, weight_spectra
     from funnelscope.report.terminal import console, print_weights_table
 
-    if plots and out is None:
-        raise FunnelscopeInputError("--plots needs --out DIR to write the figures to")
-    if out is not None:
-        check_output_directory(out)
+    _check_out(out, plots)
     spectra = weight_spectra(path, layers=layers, min_evals=min_evals, pool=pool, randomize=randomize,
                              device=device, trust_pickle=trust_pickle, progress=True)
     result = WeightsAnalysis.from_spectra(spectra, source=str(path), strict=strict, keep_spectra=plots)
@@ -146,8 +145,7 @@ def weights(
         console.print(f"wrote {out}/ (table, summary{', figures' if plots else ''})", highlight=False)
 
 
-@app.command()
-@user_errors
+@command
 def jacobian(
     models_and_data: ModelsAndData,
     weights_file: WeightsFile = None,
@@ -176,8 +174,7 @@ def jacobian(
             table_format=table_format, plots=plots)
 
 
-@app.command()
-@user_errors
+@command
 def hessian(
     models_and_data: ModelsAndData,
     weights_file: WeightsFile = None,
@@ -203,15 +200,14 @@ def hessian(
     Cross-entropy in eval mode; several models side by side."""
     models, data = _inputs(models_and_data, weights=weights_file, factory_args=factory_args, n=n,
                            trust_pickle=trust_pickle, out=out, plots=plots)
-    options = {"top_k": top_k, "bottom_k": bottom_k, "density": density, "gauss_newton": gauss_newton,
-               "probes": probes, "lanczos_steps": lanczos_steps, "batch_size": batch_size, "seed": seed,
-               "device": device, "progress": True}
-    results = {label: hessian_spectrum(model, data, **options) for label, model in models.items()}
+    results = {label: hessian_spectrum(model, data, top_k=top_k, bottom_k=bottom_k, density=density,
+                                       gauss_newton=gauss_newton, probes=probes, lanczos_steps=lanczos_steps,
+                                       batch_size=batch_size, seed=seed, device=device, progress=True)
+               for label, model in models.items()}
     _report(results, title=f"Hessian spectra on {data.name}", out=out, table_format=table_format, plots=plots)
 
 
-@app.command()
-@user_errors
+@command
 def landscape(
     models_and_data: Annotated[list[str], typer.Argument(
         metavar="MODEL [MODEL_B [MODEL_C]] DATA",
@@ -260,8 +256,7 @@ def landscape(
             table_format=table_format, plots=plots)
 
 
-@app.command()
-@user_errors
+@command
 def linearity(
     models_and_data: ModelsAndData,
     weights_file: WeightsFile = None,
@@ -285,8 +280,7 @@ def linearity(
     _report(results, title=f"layer linearity on {data.name}", out=out, table_format=table_format, plots=plots)
 
 
-@app.command()
-@user_errors
+@command
 def report(
     study_dir: Annotated[Path, typer.Argument(help="A study directory (with study.json, runs.parquet, figures/).")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the HTML.",
@@ -295,14 +289,12 @@ def report(
 ) -> None:
     """Write a study's self-contained HTML report: figures embedded, tables, settings and versions."""
     from funnelscope.report.html import write_report
-    from funnelscope.report.terminal import console
 
     path = write_report(study_dir, output=output, title=title)
-    console.print(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB)", highlight=False)
+    typer.echo(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
-@app.command()
-@user_errors
+@command
 def study(
     name: Annotated[str, typer.Argument(help="labels, batch-size, lb-sb, ablation, depth-bn, calibration or series.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The study directory (an existing one is resumed).")],
@@ -322,19 +314,17 @@ def study(
                overrides=overrides)
 
 
-@app.command()
-@user_errors
+@command
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the demo's outputs.")] = Path(
-        "funnelscope-demo"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes.")] = Path("funnelscope-demo"),
     workers: Annotated[int, typer.Option(help="Runs in parallel in a local process pool.")] = 2,
-    quick: Annotated[bool, typer.Option("--quick", help="The labels study at its quick size (a smoke test).")] = False,
+    size: Annotated[str, typer.Option(help="demo (the README's figures), quick, or tiny (a smoke test).")] = "demo",
 ) -> None:
     """The labels study on digits: true vs shuffled labels, their spectra, and the report.
 
     Trains the same MLP with 0, 25, 50, 75 and 100 % of its labels shuffled (under three minutes on two cores),
     probes every network and writes DIR/report.html."""
-    _run_study("labels", out, size="quick" if quick else "demo", workers=workers)
+    _run_study("labels", out, size=size, workers=workers)
 
 
 def _run_study(name: str, out: Path, *, size: str, **options: Any) -> None:

@@ -1,4 +1,4 @@
-"""Layer tensors as matrices (DESIGN 2.1).
+"""Layer tensors as matrices (``docs/quantities.md#layer-matrices``).
 
 * Linear, Embedding, Hugging Face Conv1D and other 2-D weights: the matrix itself.
 * Conv1d/2d/3d with weight of shape ``(out, in, *kernel)``: one ``out × in`` slice per kernel position,

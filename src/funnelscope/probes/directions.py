@@ -1,4 +1,4 @@
-"""Directions in weight space for loss-landscape cross-sections (DESIGN 2.7).
+"""Directions in weight space for loss-landscape cross-sections (``docs/quantities.md#loss-landscape``).
 
 A direction is a dict ``name → tensor`` over a model's trainable parameters (float64, on the CPU).
 

@@ -8,9 +8,9 @@ WeightWatcher 0.7.7's ``analyze()`` on the same layers (same eigenvalues, same f
 
 Where the numbers differ from WeightWatcher on purpose: WeightWatcher multiplies every Conv2d slice by
 ``1/√2`` (its ``conv2d_norm``), so its Conv2d eigenvalues and norms are half of ours (α is scale-free and
-agrees); we keep ``λ = σ²`` for every layer (DESIGN 2.1). Its Marchenko–Pastur fit rescales the ESD and fits a
-kernel density; ours is the fixed point of :func:`~funnelscope.spectra.marchenko_pastur.fit_marchenko_pastur`
-on ``X = WᵀW/N``, so ``sigma2_mp``/``bulk_max`` are not WeightWatcher's ``sigma_mp``/``bulk_max`` and carry
+agrees); we keep ``λ = σ²`` for every layer (``docs/quantities.md#layer-matrices``). Its Marchenko–Pastur
+fit rescales the ESD and fits a kernel density; ours is the fixed point of
+:func:`~funnelscope.spectra.marchenko_pastur.fit_marchenko_pastur` on ``X = WᵀW/N``, so ``sigma2_mp``/``bulk_max`` are not WeightWatcher's ``sigma_mp``/``bulk_max`` and carry
 other names where they mean other things.
 
 How it runs: tensors are read one layer at a time (safetensors memory-mapped), same-shaped matrices are
@@ -35,7 +35,7 @@ from funnelscope.options import resolve_device
 from funnelscope.probes.describe import layer_row, select_layers
 from funnelscope.probes.result import ProbeResult
 from funnelscope.probes.weight_deltas import check_derivation, derive_source
-from funnelscope.probes.weight_tail import alpha_columns, fit_tail, tail_options
+from funnelscope.probes.weight_tail import fit_tail, tail_options
 from funnelscope.progress import progress_bar
 from funnelscope.spectra.eigen import gram_eigenvalues
 from funnelscope.spectra.marchenko_pastur import MarchenkoPasturFit, fit_marchenko_pastur
@@ -160,7 +160,7 @@ def analyze_weights(
         candidates).
     fit : {"PL", "TPL", "E_TPL"}, default "PL"
         The tail law (WeightWatcher's ``fit``). ``"TPL"``: ``alpha`` and ``Lambda`` of the truncated power law
-        :math:`p(\lambda) \propto \lambda^{-\alpha} e^{-\Lambda\lambda}` (see
+        :math:`p(λ) ∝ λ^{-α} e^{-Λλ}` (see
         :mod:`funnelscope.probes.weight_tail`), with ``pl_alpha``, ``tpl_R`` and ``tpl_p`` (the nested
         likelihood-ratio test against the power law); ``"E_TPL"``: the same with ``fix_fingers="xmin_peak"``.
     fix_fingers : {None, "xmin_peak", "clip_xmax"}

@@ -2,9 +2,9 @@
 
 For a batch of matrices ``A_b`` (rows × cols) the empirical spectral density is the set of eigenvalues of
 the smaller Gram matrix, ``AᵀA`` (cols × cols) when rows ≥ cols, else ``AAᵀ``: ``λ_i = σ_i(A)²``
-(DESIGN 2.1: squared singular values, not divided by N). The Gram is accumulated in float64 over chunks of
-rows, so a huge matrix (an embedding table, say) is never copied to float64 at once, and then solved with
-a symmetric eigen-solver (values only).
+(``docs/quantities.md#layer-matrices``: squared singular values, not divided by N). The Gram is accumulated
+in float64 over chunks of rows, so a huge matrix (an embedding table, say) is never copied to float64 at
+once, and then solved with a symmetric eigen-solver (values only).
 
 * On CUDA (and other accelerators): ``baddbmm`` and ``torch.linalg.eigvalsh``, batched (cuSOLVER).
 * On the CPU: the Gram by ``dsyrk`` (one triangle: half the flops of a matrix product) and ``syevd`` through

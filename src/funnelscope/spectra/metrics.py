@@ -1,4 +1,4 @@
-"""Per-ESD metrics (DESIGN 2.3), under WeightWatcher's column names where they exist.
+"""Per-ESD metrics (``docs/quantities.md#per-esd-metrics``), under WeightWatcher's column names where they exist.
 
 For eigenvalues ``λ_1 ≤ … ≤ λ_M`` of a layer (``λ = σ²``, pooled over slices for convolutions):
 

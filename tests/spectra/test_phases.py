@@ -35,7 +35,8 @@ from funnelscope.spectra.synthetic import (
 
 
 def gram_eigenvalues(w: np.ndarray) -> np.ndarray:
-    """``σ(W)²`` as the eigenvalues of the float64 Gram ``WᵀW`` (N ≥ M), the library's route (DESIGN 2.1)."""
+    """``σ(W)²`` as the eigenvalues of the float64 Gram ``WᵀW`` (N ≥ M), the library's route
+    (docs/quantities.md#layer-matrices)."""
     t = torch.from_numpy(np.asarray(w)).to(torch.float64)
     return torch.linalg.eigvalsh(t.T @ t).clamp_min(0.0).numpy()
 

@@ -16,8 +16,7 @@ import pytest
 
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.report.html import PNG_SIGNATURE, collect_study, write_report
-from tests.conftest import run_cli
-from tests.test_cli import assert_user_error
+from tests.conftest import assert_user_error, run_cli
 
 EVIL = "<script>alert('x')</script> & λ"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from funnelscope.report.html import write_report
-from tests.test_report_html import make_fake_study
+from tests.report.test_html import make_fake_study
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_report.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "screenshot_report.py"
 
 
 def _load_script():
