@@ -10,8 +10,8 @@ Where the numbers differ from WeightWatcher on purpose: WeightWatcher multiplies
 ``1/√2`` (its ``conv2d_norm``), so its Conv2d eigenvalues and norms are half of ours (α is scale-free and
 agrees); we keep ``λ = σ²`` for every layer (``docs/quantities.md#layer-matrices``). Its Marchenko–Pastur
 fit rescales the ESD and fits a kernel density; ours is the fixed point of
-:func:`~funnelscope.spectra.marchenko_pastur.fit_marchenko_pastur` on ``X = WᵀW/N``, so ``sigma2_mp``/``bulk_max`` are not WeightWatcher's ``sigma_mp``/``bulk_max`` and carry
-other names where they mean other things.
+:func:`~funnelscope.spectra.marchenko_pastur.fit_marchenko_pastur` on ``X = WᵀW/N``, so ``sigma2_mp``/``bulk_max``
+are not WeightWatcher's ``sigma_mp``/``bulk_max`` and carry other names where they mean other things.
 
 How it runs: tensors are read one layer at a time (safetensors memory-mapped), same-shaped matrices are
 stacked and their float64 Grams eigen-solved in one batched ``torch.linalg.eigvalsh`` call; convolutions are
