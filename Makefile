@@ -23,7 +23,7 @@ demo: install
 	$(BIN)/funnelscope demo --out $(OUT)
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts examples
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -65,3 +65,11 @@ def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> Non
     assert len(message.splitlines()) == 1, message
     for needle in needles:
         assert needle in message, (needle, message)
+
+
+def assert_png(path: Path, *, min_width: int = 300, min_height: int = 200) -> None:
+    """``path`` is a PNG image of at least the given size (read from its header), not an empty file."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", path
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    assert width >= min_width and height >= min_height, (path, width, height)

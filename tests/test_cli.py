@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.conftest import assert_user_error, run_cli, small_mlp
+from tests.conftest import assert_png, assert_user_error, run_cli, small_mlp
 
 
 def test_weights_writes_table_summary_and_plots(tmp_path: Path, safetensors_file: Path) -> None:
@@ -25,7 +25,7 @@ def test_weights_writes_table_summary_and_plots(tmp_path: Path, safetensors_file
     assert summary["layers_used"] == 3
     assert summary["alpha"] == pytest.approx(table["alpha"].mean())
     assert len(list((out / "plots").glob("*.png"))) == 3
-    assert (out / "overview.png").stat().st_size > 1000
+    assert_png(out / "overview.png")
     assert not list(tmp_path.glob(".out.*")), "staging directory left behind"
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from funnelscope.studies.models import mlp
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_png, assert_user_error, run_cli
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_hessian_two_models_side_by_side(tmp_path: Path, scripted_models: list[P
     density = pd.read_csv(out / "m0" / "density.csv")
     assert np.trapezoid(density["density"], density["eigenvalue"]) == pytest.approx(1.0, abs=1e-6)
     for name in ("m0/hessian.png", "m1/hessian.png", "comparison.png"):
-        assert (out / name).stat().st_size > 1000, name
+        assert_png(out / name)
 
 
 def test_factory_model_linearity_and_landscape(tmp_path: Path, scripted_models: list[Path]) -> None:
@@ -56,7 +56,7 @@ def test_factory_model_linearity_and_landscape(tmp_path: Path, scripted_models: 
     assert result.returncode == 0, result.stderr
     frame = pd.read_parquet(out / "mlp" / "linearity.parquet")
     assert list(frame["layer"]) == ["2", "4"] and frame["r2"].between(0, 1).all()  # in-sample: n ≥ 2(64 + 1)
-    assert (out / "mlp" / "linearity.png").stat().st_size > 1000
+    assert_png(out / "mlp" / "linearity.png")
 
     out = tmp_path / "line"
     result = run_cli("landscape", str(scripted_models[0]), str(scripted_models[1]), "digits", "--also",
@@ -67,7 +67,7 @@ def test_factory_model_linearity_and_landscape(tmp_path: Path, scripted_models: 
     summary = json.loads((out / "m0+m1" / "summary.json").read_text())
     assert summary["kind"] == "interpolation" and summary["digits_barrier"] >= 0
     assert pd.read_parquet(out / "summary.parquet")["model"].tolist() == ["m0+m1"]
-    assert (out / "m0+m1" / "landscape_line.png").stat().st_size > 1000
+    assert_png(out / "m0+m1" / "landscape_line.png")
 
     out = tmp_path / "plane"
     result = run_cli("landscape", *map(str, scripted_models), "digits", "--n", "30", "--points", "3",
@@ -76,7 +76,7 @@ def test_factory_model_linearity_and_landscape(tmp_path: Path, scripted_models: 
     plane = out / "m0+m1+m2"
     assert len(pd.read_parquet(plane / "landscape_plane.parquet")) == 9
     assert list(pd.read_parquet(plane / "markers.parquet")["label"]) == ["A", "B", "C"]
-    assert (plane / "landscape_plane.png").stat().st_size > 1000
+    assert_png(plane / "landscape_plane.png")
 
 
 def test_bad_inputs(tmp_path: Path, scripted_models: list[Path]) -> None:
