@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,15 @@ import pandas as pd
 
 from funnelscope.errors import FunnelscopeInputError
 
-__all__ = ["TABLE_FORMATS", "check_output_directory", "staged_directory", "write_json", "write_table", "write_text"]
+__all__ = [
+    "TABLE_FORMATS",
+    "atomic_write",
+    "check_output_directory",
+    "staged_directory",
+    "write_json",
+    "write_table",
+    "write_text",
+]
 
 TABLE_FORMATS = ("parquet", "csv", "json")
 _STAGING_MARK = ".funnelscope-staging-"
@@ -83,21 +91,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (readable by all, as a normal file would be)."""
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> Path:
+    """``write(temporary_path)`` into a temporary file beside ``path``, then :func:`os.replace` it onto ``path``
+    (readable by all, as a normal file would be); the temporary file is removed if ``write`` fails."""
     path = Path(path)
     if not path.parent.is_dir():
         raise FunnelscopeInputError(f"{path}: its directory {path.parent} does not exist")
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        write(temporary)
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write(path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
 
 
 def write_json(path: str | Path, content: Any) -> Path:
@@ -127,18 +141,8 @@ def write_table(frame: pd.DataFrame, path_without_suffix: str | Path, table_form
         raise FunnelscopeInputError(f"format={table_format!r} must be one of {', '.join(map(repr, TABLE_FORMATS))}")
     path = Path(path_without_suffix)
     path = path.with_name(f"{path.name}.{table_format}")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        if table_format == "parquet":
-            frame.to_parquet(temporary, index=False)
-        elif table_format == "csv":
-            frame.to_csv(temporary, index=False)
-        else:
-            frame.to_json(temporary, orient="records", indent=1)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    if table_format == "parquet":
+        return atomic_write(path, lambda temporary: frame.to_parquet(temporary, index=False))
+    if table_format == "csv":
+        return atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False))
+    return atomic_write(path, lambda temporary: frame.to_json(temporary, orient="records", indent=1))
