@@ -40,22 +40,25 @@ import numpy as np
 import torch
 
 from funnelscope.errors import FunnelscopeInputError
-from funnelscope.options import check_int, make_generator
+from funnelscope.options import check_int, check_number, make_generator
 
 __all__ = [
     "CONVERGED_TOL",
     "ExtremeEigenvalues",
     "LanczosRun",
     "SpectralDensity",
+    "converged",
     "extreme_eigenvalues",
     "lanczos",
+    "ritz_error_bounds",
     "stochastic_lanczos_quadrature",
     "top_eigenvalues",
 ]
 
 MatMat = Callable[[torch.Tensor], torch.Tensor]
 
-CONVERGED_TOL = 1e-6  # |β_s y_k[s]| ≤ tol · max|θ|: the Ritz value is within that of an eigenvalue
+CONVERGED_TOL = 1e-4  # the default relative tolerance of every Lanczos stopping rule (:func:`converged`)
+ABSOLUTE_FLOOR = 1e-6  # eigenvalues below this × max|θ| are converged at tol × that level (absolute)
 _BREAKDOWN = 1e-12  # β below this × the operator's scale so far: the Krylov space is invariant
 
 
@@ -145,6 +148,7 @@ def lanczos(
     *,
     steps: int,
     generator: torch.Generator | None = None,
+    stop: Callable[[LanczosRun], bool] | None = None,
 ) -> LanczosRun:
     """Run ``b`` independent Lanczos iterations with full re-orthogonalisation, sharing each product.
 
@@ -155,9 +159,12 @@ def lanczos(
     starts : Tensor of shape (dim, b)
         Start vectors (normalised here), one column per run.
     steps : int
-        Number of products, at most ``dim``.
+        Number of products (the most, with ``stop``), at most ``dim``.
     generator : torch.Generator, optional
         Draws the fresh vector a run restarts from after an invariant subspace (``β ≈ 0``); a CPU generator.
+    stop : callable, optional
+        ``stop(run)`` is called after every step with the tridiagonals so far; ``True`` ends the iteration
+        there (convergence), so the run may hold fewer than ``steps`` columns.
 
     Returns
     -------
@@ -185,6 +192,8 @@ def lanczos(
         alphas[:, j], betas[:, j] = alpha.cpu(), beta.cpu()
         if j + 1 == steps:
             break
+        if stop is not None and stop(LanczosRun(alphas=alphas[:, : j + 1], betas=betas[:, : j + 1])):
+            return LanczosRun(alphas=alphas[:, : j + 1].clone(), betas=betas[:, : j + 1].clone())
         broken = beta <= _BREAKDOWN * scale.clamp_min(torch.finfo(torch.float64).tiny)
         if bool(broken.any()):
             fresh = torch.randn(dim, count, generator=generator, dtype=torch.float64).to(device)
@@ -249,32 +258,95 @@ def stochastic_lanczos_quadrature(
 
 @dataclass(frozen=True)
 class ExtremeEigenvalues:
-    """The extreme Ritz values of one Lanczos run, with their residual bounds.
+    """The extreme Ritz values of one Lanczos run, with their residual and error bounds.
 
     Attributes
     ----------
-    top, top_residuals : ndarray
-        The largest Ritz values, descending, and ``|β_s y_k[s]|``: an eigenvalue of ``A`` lies within each
-        residual of its Ritz value.
-    bottom, bottom_residuals : ndarray
+    top, top_residuals, top_errors, top_converged : ndarray
+        The largest Ritz values, descending; ``r_k = |β_s y_k[s]|`` (an eigenvalue of ``A`` lies within
+        ``r_k`` of ``θ_k``); the error bound ``min(r_k, r_k²/gap_k)`` (:func:`ritz_error_bounds`); whether
+        that bound meets the tolerance (:func:`converged`).
+    bottom, bottom_residuals, bottom_errors, bottom_converged : ndarray
         The smallest, ascending (empty when none were asked for).
     scale : float
-        ``max |θ|`` over all Ritz values, the scale of the relative tolerance.
+        ``max |θ|`` over all Ritz values.
     steps : int
-        Products used.
+        Products used (fewer than the most allowed when the run stopped at convergence).
+    tol : float
+        The relative tolerance the flags refer to.
     """
 
     top: np.ndarray
     top_residuals: np.ndarray
+    top_errors: np.ndarray
+    top_converged: np.ndarray
     bottom: np.ndarray
     bottom_residuals: np.ndarray
+    bottom_errors: np.ndarray
+    bottom_converged: np.ndarray
     scale: float
     steps: int
+    tol: float
 
-    def converged(self, residuals: np.ndarray, tol: float = CONVERGED_TOL) -> np.ndarray:
-        """Which of ``residuals`` are at most ``tol · scale`` (the Ritz value is within that of an
-        eigenvalue)."""
-        return np.asarray(residuals) <= tol * max(self.scale, np.finfo(np.float64).tiny)
+    @property
+    def all_converged(self) -> bool:
+        """Every requested value met the tolerance."""
+        return bool(np.all(self.top_converged) and np.all(self.bottom_converged))
+
+
+def ritz_error_bounds(values: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+    """Error bounds of Ritz values: ``min(r_k, r_k² / gap_k)``, ``gap_k`` the distance to the nearest other
+    Ritz value.
+
+    ``r_k`` bounds the distance to an eigenvalue of ``A`` (Parlett, *The Symmetric Eigenvalue Problem*, 1998,
+    Thm 11.5.1); when ``θ_k`` is separated from the rest of the spectrum by ``gap_k`` the error is at most
+    ``r_k²/gap_k`` (Kato–Temple; Parlett Thm 11.7.1), with the gap estimated by the other Ritz values.
+
+    >>> ritz_error_bounds(np.array([1.0, 2.0, 4.0]), np.array([1e-3, 1e-3, 1.0])).round(8).tolist()
+    [1e-06, 1e-06, 0.5]
+    """
+    values, residuals = np.asarray(values, np.float64), np.asarray(residuals, np.float64)
+    if values.size < 2:
+        return residuals.copy()
+    order = np.argsort(values)
+    ordered = values[order]
+    gaps = np.full(values.size, np.inf)
+    step = np.diff(ordered)
+    gaps[1:] = step
+    gaps[:-1] = np.minimum(gaps[:-1], step)
+    gap = np.empty_like(gaps)
+    gap[order] = gaps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        quadratic = np.where(gap > 0, residuals**2 / gap, np.inf)
+    return np.minimum(residuals, quadratic)
+
+
+def converged(values: np.ndarray, errors: np.ndarray, scale: float, tol: float) -> np.ndarray:
+    """``errors ≤ tol · max(|θ|, ABSOLUTE_FLOOR · scale)``: relative error at most ``tol`` (eigenvalues
+    below ``ABSOLUTE_FLOOR`` × the largest one are held to that absolute level instead).
+
+    >>> converged(np.array([10.0, 1e-9]), np.array([1e-4, 1e-6]), 10.0, 1e-4).tolist()
+    [True, False]
+    """
+    floor = max(ABSOLUTE_FLOOR * scale, np.finfo(np.float64).tiny)
+    return np.asarray(errors) <= tol * np.maximum(np.abs(values), floor)
+
+
+def _extremes_of(run: LanczosRun, top_k: int, bottom_k: int, tol: float) -> ExtremeEigenvalues:
+    values, _, residuals = run.ritz()
+    values, residuals = values[0].numpy(), residuals[0].numpy()
+    errors = ritz_error_bounds(values, residuals)
+    scale = float(np.abs(values).max()) if values.size else 0.0
+    flags = converged(values, errors, scale, tol)
+    top, bottom = slice(None, None, -1), slice(None)
+    pick = {"top": (top, top_k), "bottom": (bottom, bottom_k)}
+    fields = {}
+    for end, (order, k) in pick.items():
+        fields[end] = values[order][:k].copy()
+        fields[f"{end}_residuals"] = residuals[order][:k].copy()
+        fields[f"{end}_errors"] = errors[order][:k].copy()
+        fields[f"{end}_converged"] = flags[order][:k].copy()
+    return ExtremeEigenvalues(**fields, scale=scale, steps=int(run.alphas.shape[1]), tol=float(tol))
 
 
 def extreme_eigenvalues(
@@ -284,25 +356,62 @@ def extreme_eigenvalues(
     top_k: int,
     bottom_k: int = 0,
     steps: int,
+    tol: float = CONVERGED_TOL,
     generator: torch.Generator,
     device: torch.device | str | None = None,
 ) -> ExtremeEigenvalues:
-    """The ``top_k`` largest and ``bottom_k`` smallest Ritz values of one Lanczos run of ``steps`` products
-    (full re-orthogonalisation) from a Gaussian start vector drawn from ``generator``.
+    """The ``top_k`` largest and ``bottom_k`` smallest Ritz values of one Lanczos run (full
+    re-orthogonalisation) from a Gaussian start vector drawn from ``generator``, stopped as soon as all of them
+    meet the relative tolerance or after ``steps`` products.
+
+    Stopping rule: after step ``s ≥ top_k + bottom_k + 1``, the requested Ritz values ``θ_k`` all satisfy
+    ``min(r_k, r_k²/gap_k) ≤ tol · max(|θ_k|, ABSOLUTE_FLOOR · max|θ|)`` (:func:`ritz_error_bounds`,
+    :func:`converged`). ``tol=0`` runs all ``steps``.
 
     The one routine behind the Hessian's extreme eigenvalues, its Gauss–Newton part's, the Jacobian's
     large-``n`` route and :func:`top_eigenvalues`.
+
+    Parameters
+    ----------
+    matmat : callable
+        ``V ↦ A V`` for ``V`` of shape (dim, 1), float64 on ``device``.
+    dim : int
+    top_k, bottom_k : int
+        How many of the largest / smallest.
+    steps : int
+        The most products (capped at ``dim``).
+    tol : float, default 1e-4
+        Relative tolerance of the stopping rule.
+    generator : torch.Generator
+    device : torch device, optional
+
+    Returns
+    -------
+    ExtremeEigenvalues
+
+    Examples
+    --------
+    >>> a = torch.diag(torch.arange(1.0, 301.0, dtype=torch.float64) ** 2)
+    >>> found = extreme_eigenvalues(lambda v: a @ v, 300, top_k=3, steps=300, generator=make_generator(0))
+    >>> exact = np.array([300.0, 299.0, 298.0]) ** 2
+    >>> bool(np.all(np.abs(found.top - exact) <= 1e-4 * exact)), bool(found.all_converged), found.steps < 300
+    (True, True, True)
     """
     steps = min(int(steps), int(dim))
+    tol = check_number("tol", tol, positive=False)
+    if tol < 0:
+        raise FunnelscopeInputError(f"tol={tol} must be non-negative")
     target = torch.device(device) if device is not None else torch.device("cpu")
     start = torch.randn(dim, 1, generator=generator, dtype=torch.float64).to(target)
-    values, _, residuals = lanczos(matmat, start, steps=steps, generator=generator).ritz()
-    values, residuals = values[0].numpy(), residuals[0].numpy()
-    return ExtremeEigenvalues(
-        top=values[::-1][:top_k].copy(), top_residuals=residuals[::-1][:top_k].copy(),
-        bottom=values[:bottom_k].copy(), bottom_residuals=residuals[:bottom_k].copy(),
-        scale=float(np.abs(values).max()) if values.size else 0.0, steps=steps,
-    )
+    wanted = top_k + bottom_k
+
+    def stop(run: LanczosRun) -> bool:
+        if tol == 0 or run.alphas.shape[1] <= wanted:
+            return False
+        return _extremes_of(run, top_k, bottom_k, tol).all_converged
+
+    run = lanczos(matmat, start, steps=steps, generator=generator, stop=stop)
+    return _extremes_of(run, top_k, bottom_k, tol)
 
 
 def top_eigenvalues(
@@ -315,10 +424,11 @@ def top_eigenvalues(
     seed: int | None = None,
     device: torch.device | str | None = None,
 ) -> np.ndarray:
-    """The largest eigenvalues of a symmetric operator by Lanczos, only those that have converged.
+    """The largest eigenvalues of a symmetric operator by Lanczos (:func:`extreme_eigenvalues`), only those
+    that have converged.
 
-    A Ritz value ``θ_k`` is kept when its residual bound ``|β_s y_k[s]| ≤ tol · max|θ|``; the top values are
-    returned while they are converged (stopping at the first that is not), at most ``count`` of them.
+    The top values are returned while they are converged (stopping at the first that is not), at most
+    ``count`` of them.
 
     Parameters
     ----------
@@ -329,10 +439,10 @@ def top_eigenvalues(
     count : int, default 10
         How many of the largest eigenvalues are wanted.
     steps : int, optional
-        Lanczos steps; default ``min(dim, max(3·count, 30))``.
-    tol : float, default 1e-6
-        Relative residual below which a Ritz value counts as converged: an eigenvalue of ``A`` lies within
-        ``tol · max|θ|`` of it (and, with a gap ``g`` to the rest of the spectrum, within ``(tol·max|θ|)²/g``).
+        The most Lanczos steps; default ``min(dim, max(3·count, 30))``.
+    tol : float, default 1e-4
+        Relative error bound below which a Ritz value counts as converged (:func:`converged`); the run stops
+        when all ``count`` have.
     seed : int, optional
         Seed of the start vector.
     device : torch device, optional
@@ -346,13 +456,13 @@ def top_eigenvalues(
     Examples
     --------
     >>> a = torch.diag(torch.arange(1.0, 201.0, dtype=torch.float64))
-    >>> top_eigenvalues(lambda v: a @ v, 200, count=3, steps=200, seed=0).round(8).tolist()
+    >>> top_eigenvalues(lambda v: a @ v, 200, count=3, steps=200, tol=1e-12, seed=0).round(8).tolist()
     [200.0, 199.0, 198.0]
     """
     count = check_int("count", count)
     steps = min(dim, max(3 * count, 30)) if steps is None else min(steps, dim)
-    found = extreme_eigenvalues(matmat, dim, top_k=steps, steps=steps, generator=make_generator(seed),
+    found = extreme_eigenvalues(matmat, dim, top_k=count, steps=steps, tol=tol, generator=make_generator(seed),
                                 device=device)
-    converged = found.converged(found.top_residuals, tol)
-    keep = 1 if not converged[0] else int(np.argmin(np.append(converged, False)))
-    return found.top[: min(count, keep)]
+    flags = found.top_converged
+    keep = 1 if not flags[0] else int(np.argmin(np.append(flags, False)))
+    return found.top[:keep]
