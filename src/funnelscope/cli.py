@@ -248,10 +248,10 @@ def landscape(
     if len(modules) == 3 or plane:
         directions = (modules[1], modules[2]) if len(modules) == 3 else "filter"
         result = landscape_plane(modules[0], datasets, directions=directions, span=span,
-                                 **({"points": points} if points else {}), **common)
+                                 **({"points": points} if points is not None else {}), **common)
     else:
         result = landscape_line(modules[0], datasets, other=modules[1] if len(modules) == 2 else None, t=t_range,
-                                **({"points": points} if points else {}), **common)
+                                **({"points": points} if points is not None else {}), **common)
     _report({"+".join(labels): result}, title=f"landscape of {', '.join(labels)}", out=out,
             table_format=table_format, plots=plots)
 

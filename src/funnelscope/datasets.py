@@ -83,6 +83,8 @@ def load_data(spec: str | Path, *, limit: int | None = None) -> LabelledData:
     if limit is not None:
         if limit < 1:
             raise FunnelscopeInputError(f"--n must be at least 1, got {limit}")
+        if limit > len(data):
+            raise FunnelscopeInputError(f"--n {limit}: {spec} has only {len(data)} examples")
         data = LabelledData(data.x[:limit], None if data.y is None else data.y[:limit], data.name)
     if len(data) == 0:
         raise FunnelscopeInputError(f"{spec}: the data set is empty")
@@ -114,7 +116,12 @@ def _from_file(path: Path) -> LabelledData:
         x = x.to(torch.float32)
     y = arrays.get("y")
     if y is not None:
-        y = torch.as_tensor(np.asarray(y)).reshape(-1).to(torch.int64)
+        y = np.asarray(y).reshape(-1)
+        if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and np.array_equal(y, np.round(y))):
+            raise FunnelscopeInputError(f"{path}: 'y' holds non-integer values (class labels must be integers)")
+        if y.dtype.kind not in "biuf":
+            raise FunnelscopeInputError(f"{path}: 'y' has dtype {y.dtype}, not integer class labels")
+        y = torch.as_tensor(y).to(torch.int64)
         if len(y) != len(x):
             raise FunnelscopeInputError(f"{path}: 'y' has {len(y)} labels for {len(x)} inputs")
     return LabelledData(x, y, path.name)

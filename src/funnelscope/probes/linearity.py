@@ -19,7 +19,8 @@ functional forms) applied to pre-activations ``z_{ij}`` of examples ``i = 1…n`
   fitted by least squares in float64. ``R² = 1`` when the block (an affine layer, then σ) is linear on the
   data. With fewer than ``2(d + 1)`` examples for ``d`` input features an in-sample fit would be exact
   whatever the block does, so the fit is then cross-validated (two folds, out-of-fold residuals: ``r2_method``
-  says which). Blocks with more than ``max_features`` input features get NaN.
+  says which). Blocks with more than ``max_features`` input features, and data of fewer than four examples,
+  get NaN (``skipped``).
 
 Activations are found by tracing the model with :mod:`torch.fx` (modules and functional calls alike); a model
 that cannot be traced falls back to forward hooks on activation modules.
@@ -57,6 +58,7 @@ ACTIVATION_FUNCTIONS = (torch.relu, torch.relu_, nn.functional.relu, nn.function
                         nn.functional.leaky_relu_, nn.functional.prelu, torch.prelu)
 ACTIVATION_METHODS = ("relu", "relu_")
 DEFAULT_MAX_FEATURES = 4096
+MIN_R2_EXAMPLES = 4  # fewer examples: r2 is NaN ("skipped"), never an in-sample 1.0
 COLUMNS = ("layer", "kind", "units", "n", "always_active", "always_inactive", "mean_active", "r2", "r2_method",
            "input_features")
 
@@ -290,6 +292,8 @@ def _hooked(model: nn.Module, recorder: _Recorder) -> Callable[[torch.Tensor], A
 def _r2(u: torch.Tensor, a: torch.Tensor) -> tuple[float, str]:
     """R² of the least-squares affine map ``u ↦ a`` (in-sample, or two-fold cross-validated when n < 2(d+1))."""
     n, d = u.shape
+    if n < MIN_R2_EXAMPLES:  # two folds of at least two examples each, or nothing to say
+        return np.nan, "skipped"
     total = float(((a - a.mean(dim=0)) ** 2).sum())
     if total == 0:
         return 1.0, "in-sample"  # a constant output is an affine function of anything

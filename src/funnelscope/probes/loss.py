@@ -46,6 +46,10 @@ def _cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             f"cross-entropy needs logits of shape (batch, classes) and integer labels, got outputs of shape "
             f"{tuple(output.shape)} and labels of dtype {target.dtype}: pass loss_fn"
         )
+    classes = output.shape[1]
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= classes):
+        raise FunnelscopeInputError(f"labels must be class indices in [0, {classes}) for a model with {classes} "
+                                    f"outputs, got values in [{int(target.min())}, {int(target.max())}]")
     return nn.functional.cross_entropy(output, target, reduction="none")
 
 

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from funnelscope.errors import FunnelscopeInputError
+from funnelscope.options import check_int
 
 __all__ = [
     "MarchenkoPasturFit",
@@ -393,8 +394,7 @@ def _resolve_rank_tol(values: np.ndarray, M: int, rank_tol: float | None, where:
 
 def _check_shape(N: int, M: int, where: str) -> None:
     for name, value in (("N", N), ("M", M)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise FunnelscopeInputError(f"{where}: {name} must be a positive integer, got {value!r}")
+        check_int(f"{where}: {name}", value)
     if N < M:
         raise FunnelscopeInputError(f"{where}: need N ≥ M (N = max(rows, cols)), got N={N}, M={M}")
 

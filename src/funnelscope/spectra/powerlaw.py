@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from funnelscope.errors import FunnelscopeInputError
+from funnelscope.options import check_number
 from funnelscope.spectra.powerlaw_alternatives import (
     ALTERNATIVES,
     DistributionComparison,
@@ -242,10 +243,8 @@ def _as_values(values: Any) -> np.ndarray:
 
 
 def _positive_number(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise FunnelscopeInputError(f"{name}={value!r} must be a number")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+    v = check_number(name, value, positive=False)
+    if v < 0 or (v == 0 and not allow_zero):
         raise FunnelscopeInputError(f"{name}={value!r} must be finite and {'>= 0' if allow_zero else '> 0'}")
     return v
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from funnelscope.errors import FunnelscopeInputError
+from funnelscope.options import check_int
 
 __all__ = ["GoodnessOfFit", "sample_power_law", "semi_parametric_bootstrap"]
 
@@ -102,8 +102,7 @@ def semi_parametric_bootstrap(
         >>> fit_powerlaw(x).goodness_of_fit(n_bootstrap=20, seed=0).p_value > 0.1
         True
     """
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int | np.integer) or n_bootstrap < 1:
-        raise FunnelscopeInputError(f"n_bootstrap={n_bootstrap!r} must be a positive integer")
+    n_bootstrap = check_int("n_bootstrap", n_bootstrap)
     rng = np.random.default_rng(seed)
     n = values.size
     body = values[: n - n_tail]

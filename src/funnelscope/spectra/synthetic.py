@@ -35,6 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from funnelscope.errors import FunnelscopeInputError
+from funnelscope.options import check_int
 from funnelscope.spectra.marchenko_pastur import _check_shape
 from funnelscope.spectra.phases import (
     BLEEDING_OUT,
@@ -161,7 +162,7 @@ def iid_esd(N: int, M: int, *, entries: str = "gaussian", seed: Seed = None) -> 
 def low_rank_matrix(N: int, M: int, *, rank: int, seed: Seed = None) -> np.ndarray:
     """``A @ B`` with standard normal ``A`` (N×rank) and ``B`` (rank×M): ``M − rank`` zero eigenvalues."""
     _check_shape(N, M, "low_rank_matrix")
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank <= M:
+    if check_int("low_rank_matrix: rank", rank) > M:
         raise FunnelscopeInputError(f"low_rank_matrix: rank must be an integer in [1, M={M}], got {rank!r}")
     rng = np.random.default_rng(seed)
     return rng.standard_normal((N, rank)) @ rng.standard_normal((rank, M))

@@ -39,7 +39,7 @@ __all__ = ["TruncatedPowerLawFit", "fit_truncated_powerlaw", "truncated_power_la
 
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(16)
 _CDF_NODES, _CDF_WEIGHTS = np.polynomial.legendre.leggauss(8)
-_LEVELS = np.array([0.5, 2.0, 5.0, 10.0, 20.0, 45.0])  # drops of h below its maximum bounding the panels
+_LEVELS = np.array([1.0, 6.0, 18.0, 45.0])  # drops of h below its maximum bounding the panels
 _MIN_VALUE = 1e-5
 
 
@@ -75,7 +75,8 @@ class TruncatedPowerLawFit:
 
 
 def _h(u: np.ndarray, s: np.ndarray, L: np.ndarray) -> np.ndarray:
-    return s * u - L * np.expm1(u)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return s * u - np.where(L > 0, L * np.expm1(np.minimum(u, 700.0)), 0.0)
 
 
 def _panels(s: np.ndarray, L: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +108,7 @@ def _level(peak: np.ndarray, s: np.ndarray, L: np.ndarray, target: np.ndarray, l
     h_lo, h_hi = _h(lo, s, L), _h(hi, s, L)
     inside = np.where(rising, (h_lo < target) & (h_hi >= target), (h_lo >= target) & (h_hi < target))
     a, b = lo.copy(), hi.copy()
-    for _ in range(60):
+    for _ in range(25):  # the panels need not be placed precisely
         mid = 0.5 * (a + b)
         above = _h(mid, s, L) >= target
         move_a = above != rising  # falling side: keep [mid, b] while h(mid) ≥ target
@@ -147,100 +148,144 @@ def _boundary(u_mean: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def truncated_power_law_mle(
-    u_mean: np.ndarray, y_mean: np.ndarray, *, c: np.ndarray | float = math.inf, iterations: int = 100
+    u_mean: np.ndarray, y_mean: np.ndarray, *, c: np.ndarray | float = math.inf
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Maximum-likelihood :math:`(\\hat\\alpha, \\hat L)` of truncated power laws from their sufficient statistics.
+
+    ``f`` is jointly convex, so the profile :math:`\\varphi(L) = \\min_\\alpha f(\\alpha, L)` is convex with
+    :math:`\\varphi'(L) = \\bar y - E[e^u]` at :math:`\\alpha^*(L)`, the root of the decreasing
+    :math:`E[u] = \\bar u`. If :math:`\\varphi'(0) \\ge 0` the optimum is the power law (:math:`L = 0`);
+    otherwise :math:`\\varphi'` has one root in :math:`L > 0`, found by the Illinois (regula falsi) method on
+    :math:`\\ln L`, with :math:`\\alpha^*` by safeguarded Newton steps inside: each iteration is a convex
+    1-D problem, so the search cannot stall on the boundary.
 
     Args:
         u_mean: :math:`\\bar u`, the mean of :math:`\\ln(x/x_{\\min})` over each tail (> 0), shape (m,).
         y_mean: :math:`\\bar y`, the mean of :math:`x/x_{\\min}` over each tail, shape (m,).
         c: :math:`\\ln(x_{\\max}/x_{\\min})` of each tail's support (``inf``: no upper end).
-        iterations: Newton steps at most.
 
     Returns:
         ``alpha``, ``L`` (:math:`\\Lambda x_{\\min}`, ``0`` where the optimum is the power law), ``f`` (the
-        mean negative log-likelihood plus :math:`\\ln x_{\\min}`) and ``var_alpha`` (the inverse Fisher
-        information's ``α`` entry per value: divide by ``n`` for the variance; NaN at ``L = 0``).
+        mean negative log-likelihood plus :math:`\\ln x_{\\min}`) and ``var_alpha`` (the ``α`` entry of the
+        inverse Fisher information per value: divide by ``n`` for the variance; NaN at ``L = 0``).
 
     Example:
         >>> rng = np.random.default_rng(0)
         >>> x = 1.0 + rng.exponential(1.0, 20000)          # α = 0, Λ = 1 on [1, ∞)
-        >>> u = np.log(x)
-        >>> alpha, L, _, _ = truncated_power_law_mle(np.array([u.mean()]), np.array([x.mean()]))
+        >>> alpha, L, _, _ = truncated_power_law_mle(np.array([np.log(x).mean()]), np.array([x.mean()]))
         >>> bool(abs(alpha[0]) < 0.1 and abs(L[0] - 1.0) < 0.05)
         True
     """
-    u_mean = np.asarray(u_mean, dtype=np.float64)
-    y_mean = np.asarray(y_mean, dtype=np.float64)
+    u_mean = np.atleast_1d(np.asarray(u_mean, dtype=np.float64))
+    y_mean = np.atleast_1d(np.asarray(y_mean, dtype=np.float64))
     c = np.broadcast_to(np.asarray(c, dtype=np.float64), u_mean.shape).copy()
     v_mean = y_mean - 1.0
     m = u_mean.size
-    # the boundary L = 0 is optimal iff ∂f/∂L = v̄ − E[e^u − 1] ≥ 0 there (f is convex)
-    alpha_b = _boundary(u_mean, c)
-    boundary = np.zeros(m, dtype=bool)
-    ok_b = np.isfinite(alpha_b) & ((alpha_b > 1.0) | np.isfinite(c))
-    if ok_b.any():
-        idx = np.flatnonzero(ok_b)
-        _, _, mv_b, *_ = _moments(1.0 - alpha_b[idx], np.zeros(idx.size), c[idx])
-        boundary[idx] = v_mean[idx] - mv_b >= 0.0
-    alpha = np.where(np.isfinite(alpha_b), alpha_b, 2.0)
-    L = 1.0 / np.maximum(y_mean, 1.0 + 1e-12)  # powerlaw's start: Λ = 1/mean(x)
-    active = np.flatnonzero(~boundary)
-    f = np.full(m, np.nan)
-    for _ in range(iterations):
-        if not active.size:
-            break
-        a, lam = alpha[active], L[active]
-        logz, mu, mv, vu, vv, cov = _moments(1.0 - a, lam, c[active])
-        f0 = a * u_mean[active] + lam * v_mean[active] + logz
-        g_a, g_l = u_mean[active] - mu, v_mean[active] - mv
-        det = vu * vv - cov * cov
-        with np.errstate(divide="ignore", invalid="ignore"):
-            step_a = -(vv * g_a - cov * g_l) / det
-            step_l = -(-cov * g_a + vu * g_l) / det
-        bad = ~(np.isfinite(step_a) & np.isfinite(step_l)) | (det <= 0)
-        step_a = np.where(bad, -g_a, step_a)  # a gradient step where the Hessian is unusable
-        step_l = np.where(bad, -g_l, step_l)
-        t = np.ones(active.size)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(lam + step_l <= 0.0, np.minimum(1.0, -0.5 * lam / step_l), t)  # keep L > 0
-        new_a, new_l = a + t * step_a, lam + t * step_l
-        for _ in range(40):  # halve until f decreases (Armijo with a tiny slope factor)
-            logz_new, *_ = _moments(1.0 - new_a, new_l, c[active])
-            f_new = new_a * u_mean[active] + new_l * v_mean[active] + logz_new
-            worse = ~(f_new <= f0 + 1e-4 * t * (g_a * step_a + g_l * step_l) + 1e-15 * np.abs(f0))
-            if not worse.any():
-                break
-            t = np.where(worse, 0.5 * t, t)
-            new_a, new_l = np.where(worse, a + t * step_a, new_a), np.where(worse, lam + t * step_l, new_l)
-        alpha[active], L[active], f[active] = new_a, new_l, np.minimum(f_new, f0)
-        moved = (np.abs(new_a - a) > 1e-13 * np.maximum(1.0, np.abs(a))) | (
-            np.abs(new_l - lam) > 1e-13 * np.maximum(1e-300, lam))
-        active = active[moved]
-    alpha[boundary], L[boundary] = alpha_b[boundary], 0.0
+    alpha = _boundary(u_mean, c)
+    L = np.zeros(m)
+    interior = ~np.isfinite(alpha) | ((alpha <= 1.0) & ~np.isfinite(c))  # no power law: L > 0 needed
+    test = np.flatnonzero(~interior)
+    if test.size:
+        _, _, mv, *_ = _moments(1.0 - alpha[test], L[test], c[test])
+        interior[test] = v_mean[test] - mv < 0.0
+    idx = np.flatnonzero(interior)
+    if idx.size:
+        start = np.where(np.isfinite(alpha[idx]), alpha[idx], 1.0 + 1.0 / u_mean[idx])
+        alpha[idx], L[idx] = _interior(u_mean[idx], v_mean[idx], c[idx], start)
     logz, _, _, vu, vv, cov = _moments(1.0 - alpha, L, c)
     f = alpha * u_mean + L * v_mean + logz
     with np.errstate(divide="ignore", invalid="ignore"):
-        var_alpha = np.where(boundary, np.nan, vv / (vu * vv - cov * cov))
+        var_alpha = np.where(interior, vv / (vu * vv - cov * cov), np.nan)
     return alpha, L, f, var_alpha
 
 
-def truncated_power_law_cdf(u: np.ndarray, alpha: float, L: float, c: float = math.inf) -> np.ndarray:
-    """The CDF :math:`G(u) = \\int_0^u g` at sorted ``u`` (``u[0] = 0``), by 8-point Gauss–Legendre pieces between
-    the data and the panel breakpoints."""
-    s, lam, cc = np.array([1.0 - alpha]), np.array([L]), np.array([c])
-    points, top = _panels(s, lam, cc)
-    breaks = np.union1d(u, points[0])
-    breaks = breaks[breaks <= max(points[0, -1], u[-1])]
+def _profile_alpha(u_mean: np.ndarray, L: np.ndarray, c: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, ...]:
+    """α*(L): the root of E[u] = ū (E[u] decreases in α with slope −Var u), by Newton steps kept inside a
+    bracket that widens until it holds the root; returns α and the moments there."""
+    lo, hi = np.full_like(alpha, -np.inf), np.full_like(alpha, np.inf)
+    for _ in range(200):
+        logz, mu, mv, vu, vv, cov = _moments(1.0 - alpha, L, c)
+        g = u_mean - mu  # ∂f/∂α: negative below the root
+        lo = np.where(g < 0, alpha, lo)
+        hi = np.where(g > 0, alpha, hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = alpha - g / vu
+            width = np.where(np.isfinite(lo) & np.isfinite(hi), hi - lo, np.inf)
+            fallback = np.where(np.isfinite(lo) & np.isfinite(hi), 0.5 * (lo + hi),
+                                np.where(np.isfinite(lo), lo + 2.0 * np.maximum(1.0, np.abs(lo)),
+                                         hi - 2.0 * np.maximum(1.0, np.abs(hi))))
+        new = np.where(np.isfinite(step) & (step > lo) & (step < hi), step, fallback)
+        done = (np.abs(new - alpha) <= 1e-14 * np.maximum(1.0, np.abs(alpha))) | (width <= 1e-14)
+        alpha = new
+        if done.all():
+            break
+    return alpha, logz, mu, mv, vu, vv, cov
+
+
+def _interior(u_mean: np.ndarray, v_mean: np.ndarray, c: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The optimum with L > 0 where φ'(0) < 0: the root of φ'(L) = v̄ − E[e^u − 1] (increasing) in t = ln L."""
+
+    def slope(t: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, _, _, mv, *_ = _profile_alpha(u_mean, np.exp(t), c, a)
+        return v_mean - mv, a
+
+    t_lo = np.full_like(alpha, -40.0)
+    g_lo, a_lo = slope(t_lo, alpha.copy())
+    t_hi = np.log(1.0 / np.maximum(v_mean, 1e-300)) + 1.0
+    g_hi, a_hi = slope(t_hi, a_lo.copy())
+    for _ in range(200):  # widen until the slope changes sign
+        low = g_lo >= 0  # not below the root yet: move the lower end down
+        high = g_hi <= 0
+        if not (low.any() or high.any()):
+            break
+        t_lo = np.where(low, t_lo - 20.0, t_lo)
+        t_hi = np.where(high, t_hi + 2.0, t_hi)
+        g_lo2, a_lo2 = slope(t_lo, a_lo)
+        g_hi2, a_hi2 = slope(t_hi, a_hi)
+        g_lo, a_lo = np.where(low, g_lo2, g_lo), np.where(low, a_lo2, a_lo)
+        g_hi, a_hi = np.where(high, g_hi2, g_hi), np.where(high, a_hi2, a_hi)
+    side = np.zeros(alpha.size, dtype=int)
+    t, a = t_hi.copy(), a_hi.copy()
+    for _ in range(200):  # Illinois: regula falsi that halves the stale end's slope
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_new = (t_lo * g_hi - t_hi * g_lo) / (g_hi - g_lo)
+        t_new = np.where(np.isfinite(t_new) & (t_new > t_lo) & (t_new < t_hi), t_new, 0.5 * (t_lo + t_hi))
+        g_new, a_new = slope(t_new, a)
+        below = g_new < 0
+        t_lo, g_lo = np.where(below, t_new, t_lo), np.where(below, g_new, g_lo)
+        t_hi, g_hi = np.where(below, t_hi, t_new), np.where(below, g_hi, g_new)
+        g_hi = np.where(below & (side == -1), 0.5 * g_hi, g_hi)
+        g_lo = np.where(~below & (side == 1), 0.5 * g_lo, g_lo)
+        side = np.where(below, -1, 1)
+        converged = (np.abs(t_new - t) <= 1e-13 * np.maximum(1.0, np.abs(t))) | (g_new == 0) | (t_hi - t_lo <= 1e-13)
+        t, a = t_new, a_new
+        if converged.all():
+            break
+    return a, np.exp(t)
+
+
+def truncated_power_law_cdf(
+    u: np.ndarray, alpha: float, L: float, c: float = math.inf, *, panels: tuple[np.ndarray, float] | None = None
+) -> np.ndarray:
+    """The CDF :math:`G(u) = \\int_0^u g` of the law of :math:`u = \\ln(x/x_{\\min})` at sorted ``u``.
+
+    8-point Gauss–Legendre pieces between the points ``u`` and the panel breakpoints (so no piece spans more than
+    a panel), summed cumulatively; the total runs to where the integrand is below ``e^-45`` of its peak.
+    ``panels`` (breakpoints and the peak of ``h``) may be passed when already computed.
+    """
+    s, lam = 1.0 - alpha, L
+    if panels is None:
+        points, top = _panels(np.array([s]), np.array([lam]), np.array([c]))
+        panels = (points[0], float(top[0]))
+    points, top = panels
+    end = max(float(points[-1]), float(u[-1]))
+    breaks = np.union1d(u, points[points <= end])
     a, b = breaks[:-1, None], breaks[1:, None]
     half = 0.5 * (b - a)
     nodes = a + half * (_CDF_NODES + 1.0)
-    pieces = (np.exp(_h(nodes, s[0], lam[0]) - top[0]) * half * _CDF_WEIGHTS).sum(axis=1)
+    pieces = (np.exp(_h(nodes, s, lam) - top) * half * _CDF_WEIGHTS).sum(axis=1)
     cumulative = np.concatenate([[0.0], np.cumsum(pieces)])
-    total = cumulative[-1]
-    if breaks[-1] < points[0, -1]:  # mass beyond the last piece (only when the data end before the panels)
-        total = total
-    return cumulative[np.searchsorted(breaks, u)] / total
+    return cumulative[np.searchsorted(breaks, u)] / cumulative[-1]
 
 
 def fit_truncated_powerlaw(
@@ -292,10 +337,11 @@ def fit_truncated_powerlaw(
     u_mean = suffix_log[first] / n - np.log(candidates)
     y_mean = suffix_x[first] / (n * candidates)
     alpha, L, f, var_alpha = truncated_power_law_mle(u_mean, y_mean)
+    points, top = _panels(1.0 - alpha, L, np.full(alpha.size, math.inf))
     D = np.empty(candidates.size)
     for j, (i, xm) in enumerate(zip(first, candidates, strict=True)):
         u = logx[i:] - math.log(xm)
-        cdf = truncated_power_law_cdf(u, float(alpha[j]), float(L[j]))
+        cdf = truncated_power_law_cdf(u, float(alpha[j]), float(L[j]), panels=(points[j], float(top[j])))
         D[j] = np.max(np.abs(cdf - np.arange(n[j]) / n[j]))
     valid = (alpha > 1.0) & (L > 0.0)
     pool = np.where(valid, D, np.inf) if valid.any() else D

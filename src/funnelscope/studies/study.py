@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,6 +150,8 @@ def run_study(
     unknown = sorted(set(overrides or {}) - set(settings))
     if unknown:
         raise FunnelscopeInputError(f"study {definition.name}: unknown settings {unknown} (known: {sorted(settings)})")
+    for key, value in (overrides or {}).items():
+        check_setting(key, value, settings[key])
     settings.update(overrides or {})
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
@@ -186,6 +189,43 @@ def run_study(
     write_json(meta_path, meta)
     report_path = write_report(out) if report else None
     return StudyResult(out, runs, outputs.headline, report_path)
+
+
+def check_setting(key: str, value: Any, default: Any) -> None:
+    """A changed setting must have its default's type (an int for an int, a number for a float, a bool for a
+    bool, a list for a list, a string for a string) and range (≥ 0, and ≥ 1 or > 0 where the default is
+    positive); the names of architectures, schedules, augmentations and data are checked against the known
+    ones."""
+    from funnelscope.studies.data import Augmentation
+    from funnelscope.studies.models import ARCHITECTURES
+    from funnelscope.studies.training import SCHEDULES
+
+    where = f"--set {key}={json.dumps(value)}"
+    if isinstance(default, list | tuple):
+        if not isinstance(value, list) or not value:
+            raise FunnelscopeInputError(f"{where}: must be a non-empty list like {json.dumps(list(default))}")
+        for item in value if default else ():
+            check_setting(key, item, default[0])
+        return
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise FunnelscopeInputError(f"{where}: must be true or false")
+    elif isinstance(default, int | float):
+        kind = "an integer" if isinstance(default, int) else "a number"
+        if isinstance(value, bool) or not isinstance(value, int if isinstance(default, int) else int | float):
+            raise FunnelscopeInputError(f"{where}: must be {kind}")
+        if not math.isfinite(value) or value < 0 or (default > 0 and value <= 0):
+            raise FunnelscopeInputError(f"{where}: must be {kind} {'> 0' if default > 0 else '≥ 0'}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise FunnelscopeInputError(f"{where}: must be a string")
+        known = {"arch": tuple(ARCHITECTURES), "schedule": SCHEDULES}.get(key)
+        if known is not None and value not in known:
+            raise FunnelscopeInputError(f"{where}: must be one of {', '.join(known)}")
+        if key == "augment":
+            Augmentation.from_name(value)
+        if key == "data" and value != "digits" and not (value.endswith(".npz") and Path(value).is_file()):
+            raise FunnelscopeInputError(f"{where}: must be digits or an existing .npz file with x and y")
 
 
 def _save_data(out: Path, data: tuple[Any, Any]) -> str:
