@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from funnelscope import FunnelscopeInputError, hessian_spectrum
-from funnelscope.probes.hessian import count_outliers
+from funnelscope.probes.hessian import count_outliers, outlier_edge
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,7 +34,8 @@ def test_least_squares_closed_form_with_a_smaller_last_batch() -> None:
     loader = DataLoader(TensorDataset(x, y), batch_size=16)  # 103 = 6·16 + 7: the last batch is smaller
     assert len(x) % 16 == 7
     exact = np.linalg.eigvalsh((2 / len(x) * x.T @ x).numpy())[::-1]  # closed form, L = (1/n)‖Xw − y‖²
-    spectrum = hessian_spectrum(model, loader, loss_fn=squared_error, top_k=3, bottom_k=2, probes=200, seed=0)
+    spectrum = hessian_spectrum(model, loader, loss_fn=squared_error, top_k=3, bottom_k=2, gauss_newton=True,
+                                trace_method="hutchinson", trace_products=200, tol=0, seed=0)
     np.testing.assert_allclose(spectrum.top_eigenvalues, exact[:3], rtol=1e-10)
     np.testing.assert_allclose(spectrum.bottom_eigenvalues, exact[::-1][:2], rtol=1e-10)
     np.testing.assert_allclose(spectrum.gauss_newton_top_eigenvalues, exact[:3], rtol=1e-10)  # G = H: linear model
@@ -49,8 +50,9 @@ def test_least_squares_closed_form_with_a_smaller_last_batch() -> None:
 def test_trace_converges_to_the_closed_form() -> None:
     x, y, model = least_squares()
     exact = float(2 / len(x) * (x**2).sum())
-    errors = [abs(hessian_spectrum(model, (x, y), loss_fn=squared_error, top_k=1, probes=m, gauss_newton=False,
-                                   seed=3).trace - exact) for m in (4, 400)]
+    errors = [abs(hessian_spectrum(model, (x, y), loss_fn=squared_error, top_k=1, trace_products=m,
+                                   trace_method="hutchinson", gauss_newton=False, seed=3).trace - exact)
+              for m in (4, 400)]
     assert errors[1] < errors[0] and errors[1] < 0.05 * exact
 
 
@@ -100,6 +102,7 @@ def test_small_network_against_its_dense_hessian() -> None:
     exact = np.linalg.eigvalsh(hessian)
     dim = exact.size
     spectrum = hessian_spectrum(model, (x, y), top_k=3, bottom_k=2, density=True, probes=48, lanczos_steps=dim,
+                                gauss_newton=True, tol=0, trace_method="hutchinson", trace_products=48,
                                 batch_size=16, seed=0)
     np.testing.assert_allclose(spectrum.top_eigenvalues, exact[::-1][:3], rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(spectrum.bottom_eigenvalues, exact[:2], rtol=1e-8, atol=1e-10)
@@ -121,9 +124,93 @@ def test_small_network_against_its_dense_hessian() -> None:
         assert broadened == pytest.approx(per_probe.mean() + (density.width**2 if power == 2 else 0), rel=1e-6)
 
 
+def tiny_cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 4 * 4, 3)).double()
+    x = torch.randn(30, 1, 6, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (30,))
+    return model, x, y
+
+
+@pytest.mark.parametrize("network", [tiny_network, tiny_cnn])
+@pytest.mark.parametrize("tol", [1e-4, 1e-8])
+def test_early_stopping_reaches_tol_against_the_dense_hessian(network, tol: float) -> None:
+    model, x, y = network()
+    exact = np.linalg.eigvalsh(dense_hessian(model, x, y))  # torch.autograd.functional.hessian, float64
+    spectrum = hessian_spectrum(model, (x, y), top_k=4, bottom_k=1, lanczos_steps=exact.size, tol=tol, trace=False,
+                                seed=0)
+    assert spectrum.top_converged.all() and spectrum.bottom_converged.all()
+    assert spectrum.lanczos_steps < exact.size and spectrum.products == spectrum.lanczos_steps  # it stopped early
+    top = exact[::-1][:4]
+    np.testing.assert_array_less(np.abs(spectrum.top_eigenvalues - top), tol * np.abs(top))
+    np.testing.assert_array_less(np.abs(spectrum.top_eigenvalues - top), spectrum.top_errors + 1e-12 * top[0])
+    assert abs(spectrum.bottom_eigenvalues[0] - exact[0]) <= tol * max(abs(exact[0]), 1e-6 * top[0])
+    summary = spectrum.summary()
+    assert summary["converged"] == "5/5" and summary["lanczos_steps"] == spectrum.lanczos_steps
+    assert summary["tol"] == tol and summary["products"] == spectrum.products
+
+
+def test_max_steps_without_convergence_says_so() -> None:
+    model, x, y = tiny_cnn()
+    spectrum = hessian_spectrum(model, (x, y), top_k=4, lanczos_steps=5, trace=False, seed=0)
+    assert spectrum.lanczos_steps == 5 and not spectrum.top_converged.all()
+    assert spectrum.to_frame()["converged"].tolist() == spectrum.top_converged.tolist()
+
+
+def test_trace_methods_against_the_dense_hessian() -> None:
+    model, x, y = tiny_cnn()
+    exact = float(np.trace(dense_hessian(model, x, y)))
+    for method, products in (("exact", 1), ("auto", 500)):
+        spectrum = hessian_spectrum(model, (x, y), top_k=1, trace_method=method, trace_products=products, seed=0)
+        assert spectrum.trace_method == "exact" and spectrum.trace_products == spectrum.dim
+        assert spectrum.trace == pytest.approx(exact, rel=1e-10)
+    for method in ("xtrace", "hutch++", "hutchinson"):
+        spectrum = hessian_spectrum(model, (x, y), top_k=1, trace_method=method, trace_products=30, seed=0)
+        assert spectrum.trace_method == method and spectrum.trace_products == 30
+        assert abs(spectrum.trace - exact) <= 4 * spectrum.trace_stderr
+        assert spectrum.products == spectrum.lanczos_steps + 30
+        assert spectrum.summary()["trace_method"] == method
+
+
+def spiked_least_squares(spikes: tuple[float, ...], bulk: int = 30, n: int = 400):
+    """``H = (2/n)XᵀX`` with eigenvalues ``spikes`` above a bulk in [1, 2] (X built from its SVD)."""
+    generator = torch.Generator().manual_seed(4)
+    d = len(spikes) + bulk
+    values = torch.cat([torch.tensor(spikes, dtype=torch.float64), torch.linspace(1.0, 2.0, bulk, dtype=torch.float64)])
+    u, _ = torch.linalg.qr(torch.randn(n, d, generator=generator, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
+    x = u * torch.sqrt(values * n / 2) @ v.T
+    torch.manual_seed(0)
+    return x, torch.randn(n, dtype=torch.float64), nn.Linear(d, 1, bias=False).double(), values
+
+
+def test_outliers_are_the_eigenvalues_above_the_drawn_edge() -> None:
+    from matplotlib.colors import to_hex
+
+    from funnelscope.report.curvature_plots import plot_hessian
+    from funnelscope.report.plots import EDGE_COLOR
+
+    x, y, model, _ = spiked_least_squares((100.0, 50.0, 20.0))
+    spectrum = hessian_spectrum(model, (x, y), loss_fn=squared_error, top_k=6, density=True, probes=4, seed=0)
+    assert spectrum.outliers == 3 and not spectrum.outliers_at_least  # closed form: three spikes above [1, 2]
+    assert spectrum.bulk_edge == pytest.approx(2.0, rel=1e-6)  # λ₄, the top of the bulk
+    assert spectrum.outliers == int(np.sum(spectrum.top_eigenvalues > spectrum.bulk_edge))
+    assert spectrum.summary()["outliers"] == 3
+    figure = plot_hessian(spectrum)
+    for ax in figure.axes:  # the edge drawn in each panel is the rule's
+        lines = [line for line in ax.get_lines() if to_hex(line.get_color()) == EDGE_COLOR.lower()]
+        assert len(lines) == 1
+        drawn = lines[0].get_xdata()[0] if ax is figure.axes[0] else lines[0].get_ydata()[0]
+        assert drawn == pytest.approx(spectrum.bulk_edge)
+        assert int(np.sum(spectrum.top_eigenvalues > drawn)) == spectrum.outliers
+    # two computed values, both above the density's edge: "at least 2", not 0
+    few = hessian_spectrum(model, (x, y), loss_fn=squared_error, top_k=2, density=True, probes=4, seed=0)
+    assert few.outliers == 2 and few.outliers_at_least and few.summary()["outliers_at_least"]
+
+
 def test_routes_agree_and_torchscript_falls_back_to_double_backward() -> None:
     model, x, y = tiny_network()
-    options = {"top_k": 2, "probes": 4, "lanczos_steps": 30, "seed": 1}
+    options = {"top_k": 2, "trace_products": 8, "lanczos_steps": 30, "gauss_newton": True, "seed": 1}
     forward = hessian_spectrum(model, (x, y), **options)
     backward = hessian_spectrum(model, (x, y), hvp="double-backward", **options)
     scripted = hessian_spectrum(torch.jit.script(model), (x, y), **options)
@@ -141,8 +228,8 @@ def test_eval_mode_restored_and_frame() -> None:
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 3))
     model.train()
     x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
-    first = hessian_spectrum(model, (x, y), top_k=2, probes=2, lanczos_steps=20, seed=0)
-    second = hessian_spectrum(model, (x, y), top_k=2, probes=2, lanczos_steps=20, seed=0)
+    first = hessian_spectrum(model, (x, y), top_k=2, lanczos_steps=20, gauss_newton=True, seed=0)
+    second = hessian_spectrum(model, (x, y), top_k=2, lanczos_steps=20, gauss_newton=True, seed=0)
     assert all(module.training for module in model.modules())
     np.testing.assert_array_equal(first.top_eigenvalues, second.top_eigenvalues)  # no dropout, running stats
     assert all(p.grad is None for p in model.parameters())
@@ -156,6 +243,8 @@ def test_outlier_rule() -> None:
     assert count_outliers(np.array([40.0, 35.0, 30.0]), 1.0) == 3  # all top_k above the bulk edge
     assert count_outliers(np.array([1.0, 0.9, 0.8]), 0.7) == 0
     assert count_outliers(np.array([5.0])) is None
+    assert outlier_edge(np.array([40.0, 35.0, 1.0, 0.9])) == 1.0
+    assert np.isnan(outlier_edge(np.array([5.0])))
 
 
 @pytest.mark.parametrize(("options", "needle"), [
@@ -165,6 +254,10 @@ def test_outlier_rule() -> None:
     ({"loss_fn": "hinge"}, "loss_fn='hinge'"),
     ({"hvp": "finite-differences"}, "hvp='finite-differences'"),
     ({"top_k": 10, "lanczos_steps": 5}, "lanczos_steps=5"),
+    ({"tol": -1.0}, "tol=-1.0"),
+    ({"trace_method": "hutch"}, "trace_method='hutch'"),
+    ({"trace_products": 0}, "trace_products=0"),
+    ({"max_batches": 0}, "max_batches=0"),
 ])
 def test_bad_options_name_the_value(options: dict, needle: str) -> None:
     model, x, y = tiny_network()
@@ -182,5 +275,5 @@ def test_bad_data() -> None:
         hessian_spectrum(model, (x, y.double()))
     with pytest.raises(FunnelscopeInputError, match=r"rejected inputs of shape \(40, 5\)"):
         hessian_spectrum(model, (torch.randn(40, 5, dtype=torch.float64), y))
-    with pytest.raises(FunnelscopeInputError, match="the loss failed"):
+    with pytest.raises(FunnelscopeInputError, match=r"the loss failed|class indices"):
         hessian_spectrum(model, (x, y + 3))  # labels beyond the 3 classes

@@ -29,7 +29,10 @@ GN_COLOR = "#55A868"
 
 @styled
 def plot_hessian(spectrum: HessianSpectrum, *, title: str = "") -> Figure:
-    """Density (if computed) with the top eigenvalues marked; top eigenvalues of ``H`` and ``G`` by rank."""
+    """Density (if computed) with the top eigenvalues marked; top eigenvalues of ``H`` and ``G`` by rank.
+
+    The bulk edge drawn (in both panels) is the outlier rule's ``spectrum.bulk_edge``: the eigenvalues marked as
+    outliers are exactly those above it."""
     panels = 2 if spectrum.density is not None else 1
     figure, axes = new_figure(panels, width=4.4, height=3.3)
     outliers = spectrum.outliers or 0
@@ -47,7 +50,7 @@ def plot_hessian(spectrum: HessianSpectrum, *, title: str = "") -> Figure:
                        label=(f"outliers ({outliers})" if rank == 0 and outliers else
                               ("top eigenvalues" if rank == outliers else None)))
         if np.isfinite(spectrum.bulk_edge):
-            ax.axvline(spectrum.bulk_edge, color=EDGE_COLOR, lw=1.2, ls=":", label="bulk edge")
+            ax.axvline(spectrum.bulk_edge, color=EDGE_COLOR, lw=1.2, ls=":", label="bulk edge (outlier rule)")
         ax.set_xlabel("eigenvalue of the Hessian")
         ax.set_ylabel("density (log)")
         ax.legend(loc="upper right", fontsize=7)
@@ -57,6 +60,10 @@ def plot_hessian(spectrum: HessianSpectrum, *, title: str = "") -> Figure:
     if spectrum.gauss_newton_top_eigenvalues.size:
         gn = spectrum.gauss_newton_top_eigenvalues
         ax.plot(np.arange(1, gn.size + 1), gn, "s--", color=GN_COLOR, mfc="none", label="Gauss–Newton G")
+    if np.isfinite(spectrum.bulk_edge):
+        at_least = "≥ " if spectrum.outliers_at_least else ""
+        ax.axhline(spectrum.bulk_edge, color=EDGE_COLOR, lw=1.2, ls=":",
+                   label=f"bulk edge: {at_least}{spectrum.outliers} outliers")
     if spectrum.bottom_eigenvalues.size:
         ax.plot([], [], " ", label=f"λ_min = {spectrum.bottom_eigenvalues[0]:.3g}")
     if np.isfinite(spectrum.trace):
