@@ -3,7 +3,8 @@
 Across a set of runs, each metric is rank-correlated with test accuracy and with the generalisation gap
 ``train_accuracy − test_accuracy``: Kendall's τ (the share of concordant minus discordant pairs, τ-b with ties;
 Kendall, Biometrika 1938) and Spearman's ρ (Pearson's correlation of the ranks), with their two-sided p-values
-from :mod:`scipy.stats`. This is the test Martin, Peng & Mahoney ("Predicting trends in the quality of
+from :mod:`scipy.stats` (Kendall's exact for small ``n`` without ties; Spearman's exact by enumeration for
+``n ≤ 8``, :func:`spearman_p_value`). This is the test Martin, Peng & Mahoney ("Predicting trends in the quality of
 state-of-the-art neural networks without access to training or testing data", Nature Comm. 12, 4122, 2021)
 apply to α, α̂ and the log norms across model series.
 
@@ -17,13 +18,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.studies.common import base_settings, fmt, training_spec
 from funnelscope.studies.study import StudyDefinition, StudyOutputs
 
-__all__ = ["SERIES_METRICS", "SERIES_TARGETS", "add_rank_correlations", "rank_correlations"]
+__all__ = ["SERIES_METRICS", "SERIES_TARGETS", "add_rank_correlations", "rank_correlations", "spearman_p_value"]
 
 SERIES_METRICS = (
     ("alpha_mean", "weights α (mean)"),
@@ -38,6 +40,32 @@ SERIES_METRICS = (
     ("hessian_trace", "Hessian trace"),
 )
 SERIES_TARGETS = (("test_accuracy", "test accuracy"), ("gap", "generalisation gap"))
+
+
+EXACT_SPEARMAN_UP_TO = 8  # n! orderings enumerated for the exact p-value (40 320 at n = 8)
+
+
+def spearman_p_value(x: np.ndarray, y: np.ndarray, rho: float, approximate: float) -> float:
+    """The two-sided p-value of Spearman's ρ: exact for ``n ≤ 8`` (the share of the ``n!`` orderings of ``y``'s
+    ranks whose ``|ρ|`` is at least the observed one, ties kept as average ranks), else ``approximate`` (scipy's
+    Student-t approximation, fine for larger ``n``).
+
+    >>> round(spearman_p_value(np.arange(5.0), np.arange(5.0), 1.0, 1.4e-24), 4)  # 2 of 120 orderings
+    0.0167
+    """
+    from itertools import permutations
+
+    from scipy.stats import rankdata
+
+    n = len(x)
+    if n > EXACT_SPEARMAN_UP_TO or not np.isfinite(rho):
+        return float(approximate)
+    rx, ry = rankdata(x), rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    scale = np.sqrt((rx**2).sum() * (ry**2).sum())
+    orderings = ry[np.array(list(permutations(range(n))))]
+    null = orderings @ rx / scale
+    return float(np.mean(np.abs(null) >= abs(rho) - 1e-12))
 
 
 def rank_correlations(
@@ -77,7 +105,9 @@ def rank_correlations(
             rho = spearmanr(valid[metric], valid[target])
             rows.append({"metric": metric, "target": target, "n": len(valid),
                          "kendall_tau": float(tau.statistic), "kendall_p": float(tau.pvalue),
-                         "spearman_rho": float(rho.statistic), "spearman_p": float(rho.pvalue)})
+                         "spearman_rho": float(rho.statistic),
+                         "spearman_p": spearman_p_value(valid[metric].to_numpy(), valid[target].to_numpy(),
+                                                        float(rho.statistic), float(rho.pvalue))})
     return pd.DataFrame(rows, columns=["metric", "target", "n", "kendall_tau", "kendall_p", "spearman_rho",
                                        "spearman_p"])
 
