@@ -123,4 +123,6 @@ def distances(
 def _alphas(details: pd.DataFrame) -> dict[int, float]:
     """layer_id → α of the layers whose fit succeeded."""
     ok = details[details["status"] == "success"]
+    if "alpha" not in ok:  # no layer could be fitted (an all-zero base, say)
+        return {}
     return dict(zip(ok["layer_id"].astype(int), ok["alpha"].astype(float), strict=True))
