@@ -1,31 +1,29 @@
-"""The Hessian probe's top eigenvalue against power iteration (PyHessian's method) and hessian-eigenthings, and
-the time per point of a 21 × 21 landscape plane; one run.
+"""The Hessian probe against hessian-eigenthings 1.0.0a5, curvlinops (PyPI ``curvlinops-for-pytorch``) and
+PyHessian 0.1: top-10 eigenvalues and the trace on the digits MLP 64-32-10 and the digits CNN; one run.
 
-Case: ``small_cnn(width=16)`` (p = 5130 parameters) trained for 10 epochs (batch 32, lr 0.05, seed 0) on the
-digits training split (n = 1347), Hessian of the mean cross-entropy over the whole split, eval mode.
+Cases (float32 models, Hessian of the mean cross-entropy in eval mode, all examples in one batch for every
+tool so that batch-mean averaging is the example-weighted mean):
 
-Measurements:
+* ``mlp``: ``mlp(width=32, depth=1)`` (64-32-10, p = 2410) trained 30 epochs on the digits training split,
+  Hessian over all 1797 digits;
+* ``cnn``: ``small_cnn(width=16)`` (p = 5130) trained 10 epochs, Hessian over the 1347 training digits.
 
-* ``hvp``: seconds per Hessian–vector product over the 1347 examples — funnelscope forward-over-reverse
-  (batches of 256), funnelscope double backward, hessian-eigenthings' ``HessianOperator`` (double backward, one
-  batch of 1347: its ``_matvec_full`` averages batch means, which is the example-weighted mean only when all
-  batches have the same size);
-* ``reference``: ``λ₁`` from 150 Lanczos steps (its residual bound is printed);
-* ``lanczos`` (funnelscope, full re-orthogonalisation): the products (= Lanczos steps) after which the top Ritz
-  value is within 1e-3 relative of the reference, and the time of a run of exactly that many steps;
-* ``power``: power iteration on the same products as PyHessian writes it (``v ← Hv/‖Hv‖``, Rayleigh quotient,
-  stop when the relative change is below ``tol = 1e-3``): the products until that rule stops and the
-  relative error there, and the products and time until the error is really below 1e-3 (at most 300);
-* ``top 5``: Lanczos steps until all five top Ritz values are within 1e-3; PyHessian's deflated power iteration
-  (each eigenvalue by power iteration orthogonalised against the ones before, relative-change rule 1e-3):
-  products, time and the worst relative error of the five;
-* ``eigenthings_lanczos``: ``hessian_eigenthings.lanczos(op, k=1, max_iter=m)`` for the smallest ``m`` of a
-  ladder reaching 1e-3, timed at that ``m``; ``eigenthings_power``: ``power_iteration_one(op, tol=1e-3)``;
-* ``plane``: ``landscape_plane(model, train, points=21)`` with 2 worker processes, inline, and the automatic
-  choice: seconds per point (worker start-up included).
+Reference: the top 10 from funnelscope's Lanczos with ``tol=1e-12`` (at most 400 steps, residual bounds in the
+JSON) and the exact trace ``Σ_i e_iᵀ H e_i`` (p products in vmapped blocks).
 
-Times are best of ``REPEAT`` calls (``_machine.timeit``). Usage: ``python benchmarks/hessian.py``; prints a
-markdown table and writes ``benchmarks/results/hessian.json``.
+Measurements (seconds: best of ``REPEAT`` calls; products counted where a tool's operator can be counted):
+
+* top 10: ``hessian_spectrum(model, data, top_k=10, trace=False)`` (its defaults: ``tol=1e-4``);
+  ``hessian_eigenthings.lanczos(op, k=10)`` (its defaults); curvlinops' ``HessianLinearOperator`` with
+  ``scipy.sparse.linalg.eigsh(k=10, which="LA")`` at its default ``tol=0`` and at ``tol=1e-4``; PyHessian's
+  ``hessian.eigenvalues(top_n=10)`` (its defaults: deflated power iteration, ``tol=1e-3``);
+* trace: funnelscope's ``trace_estimate`` (XTrace) at the smallest budget of ``BUDGETS`` whose standard
+  error is ≤ 1 % of the estimate, and Hutch++ at the same budget; curvlinops' ``xtrace``/``hutchpp_trace`` at
+  that budget (no standard error: the error against the exact trace is shown); PyHessian's ``trace()``
+  (Hutchinson until the relative change is below 1e-3, at most 100 products).
+
+Usage: ``python benchmarks/hessian.py [mlp] [cnn]``; prints a markdown table and writes
+``benchmarks/results/hessian.json``.
 """
 
 from __future__ import annotations
@@ -39,232 +37,233 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 import torch
 
-TARGET = 1e-3
-TOP_K = 5
+TOP_K = 10
 REPEAT = 2
-REFERENCE_STEPS = 150
-LADDER = (4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60)
+BUDGETS = (16, 24, 32, 48, 64, 96, 128)
 
 
-def build() -> tuple:
+def build(case: str) -> tuple:
     from funnelscope.datasets import load_digits
-    from funnelscope.studies.models import small_cnn
+    from funnelscope.studies.models import mlp, small_cnn
     from funnelscope.studies.training import train_classifier
 
-    train = load_digits(split="train", image=True)
     torch.manual_seed(0)
+    if case == "mlp":
+        model = mlp(width=32, depth=1)
+        train_classifier(model, load_digits(split="train"), epochs=30, batch_size=32, lr=0.05, seed=0)
+        return model.eval(), load_digits(split="all")
+    train = load_digits(split="train", image=True)
     model = small_cnn(width=16)
     train_classifier(model, train, epochs=10, batch_size=32, lr=0.05, seed=0)
     return model.eval(), train
 
 
-def operators(model, train) -> dict:
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+CURVLINOPS = _version("curvlinops-for-pytorch")
+
+
+class Counted:
+    """A matmat that counts columns."""
+
+    def __init__(self, matmat):
+        self.matmat, self.products = matmat, 0
+
+    def __call__(self, v):
+        self.products += v.shape[1]
+        return self.matmat(v)
+
+
+def worst_relative(values, reference) -> float:
+    values = np.sort(np.asarray(values, dtype=np.float64))[::-1][:TOP_K]
+    if values.size < TOP_K:
+        return float("nan")
+    return float(np.max(np.abs(values - reference) / np.abs(reference)))
+
+
+def timed(fn, repeat: int = REPEAT):
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def run_case(case: str) -> list[dict]:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from funnelscope import hessian_spectrum
     from funnelscope.data import read_data
+    from funnelscope.options import make_generator
     from funnelscope.probes.curvature import CurvatureProducts
     from funnelscope.probes.loss import resolve_loss
+    from funnelscope.spectra.lanczos import extreme_eigenvalues
+    from funnelscope.spectra.trace import exact_trace, trace_estimate
 
-    batches = read_data(train, batch_size=256)
-    loss = resolve_loss(None)
-    return {route: CurvatureProducts(model, batches, loss, method=route)
-            for route in ("forward-over-reverse", "double-backward")}
+    model, data = build(case)
+    batches = read_data(data, batch_size=len(data))
+    ops = CurvatureProducts(model, batches, resolve_loss(None))
+    dim = ops.dim
+    reference = extreme_eigenvalues(ops.hessian_matmat, dim, top_k=TOP_K, steps=400, tol=1e-12,
+                                    generator=make_generator(1))
+    top = reference.top
+    exact = exact_trace(ops.hessian_matmat, dim).value
+    print(f"{case}: p = {dim}, n = {len(data)}, top {TOP_K} = {np.round(top, 5)} (reference: {reference.steps} "
+          f"steps, worst bound {reference.top_errors.max():.1e}); exact trace {exact:.6g}", file=sys.stderr)
+    rows: list[dict] = []
+    base = {"case": case, "p": dim, "n": len(data)}
 
+    def add(measure: str, method: str, **values) -> None:
+        rows.append({**base, "measure": measure, "method": method, **values})
 
-def vector_op(ops):
-    return lambda v: ops.hessian_matmat(v[:, None])[:, 0]
+    loader = DataLoader(TensorDataset(data.x, data.y), batch_size=len(data))  # one batch, as for the anchors
+    seconds, result = timed(lambda: hessian_spectrum(model, loader, top_k=TOP_K, trace=False))
+    add("top 10", "funnelscope hessian_spectrum (tol 1e-4)", products=result.products, seconds=seconds,
+        error=worst_relative(result.top_eigenvalues, top), converged=int(result.top_converged.sum()))
+    print(rows[-1], file=sys.stderr, flush=True)
+    rows.extend({**base, **row} for row in anchor_top(model, data, top))
+    print(rows[-4:], file=sys.stderr, flush=True)
 
-
-def ritz_curve(ops, steps: int, seed: int = 0) -> tuple[np.ndarray, float]:
-    """The top TOP_K Ritz values after each step j = 1…steps of one Lanczos run (T_j: the leading j × j block),
-    NaN where j < TOP_K; and the residual bound of the top one at the end."""
-    from funnelscope.spectra.lanczos import LanczosRun, lanczos
-
-    start = torch.randn(ops.dim, 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    run = lanczos(ops.hessian_matmat, start, steps=steps)
-    curve = np.full((steps, TOP_K), np.nan)
-    for j in range(1, steps + 1):
-        values = LanczosRun(alphas=run.alphas[:, :j], betas=run.betas[:, :j]).ritz()[0][0].flip(0).numpy()
-        curve[j - 1, : min(j, TOP_K)] = values[:TOP_K]
-    residual = float(run.ritz()[2][0, -1])
-    return curve, residual
-
-
-def deflated_power_iteration(matvec, dim: int, k: int, *, tol: float, max_iter: int = 100) -> tuple[list, int]:
-    """PyHessian's ``eigenvalues(top_n=k)``: power iteration for each eigenvalue in turn, orthogonalised against
-    the eigenvectors found before, each stopped by its relative-change rule; returns values and products."""
-    found, vectors, products = [], [], 0
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(k):
-        v = torch.randn(dim, generator=generator, dtype=torch.float64)
-        previous = None
-        for _ in range(max_iter):
-            for u in vectors:
-                v = v - (u @ v) * u
-            v = v / v.norm()
-            w = matvec(v)
-            products += 1
-            value = float(v @ w)
-            if previous is not None and abs(value - previous) / (abs(previous) + 1e-6) < tol:
-                break
-            previous, v = value, w
-        found.append(value)
-        vectors.append(v)
-    return found, products
-
-
-def power_iteration(matvec, dim: int, *, iterations: int, tol: float | None, seed: int = 0) -> tuple[list, int]:
-    """PyHessian's loop: Rayleigh quotients after each product; stops early when the relative change < tol."""
-    v = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    v /= v.norm()
-    values, previous = [], None
-    for _ in range(iterations):
-        w = matvec(v)
-        value = float(v @ w)
-        values.append(value)
-        if tol is not None and previous is not None and abs(value - previous) / (abs(previous) + 1e-6) < tol:
+    trace_rows, budget = [], None
+    for products in BUDGETS:
+        estimate = trace_estimate(ops.hessian_matmat, dim, products=products, method="xtrace",
+                                  generator=make_generator(0))
+        if estimate.stderr <= 0.01 * abs(estimate.value):
+            budget = products
             break
-        previous = value
-        v = w / w.norm()
-    return values, len(values)
+    budget = budget or BUDGETS[-1]
+    for method in ("xtrace", "hutch++", "hutchinson"):
+        seconds, estimate = timed(lambda method=method: trace_estimate(
+            ops.hessian_matmat, dim, products=budget, method=method, generator=make_generator(0)), repeat=1)
+        trace_rows.append({"measure": "trace", "method": f"funnelscope {method}", "products": estimate.products,
+                           "seconds": seconds, "value": estimate.value,
+                           "stderr_percent": 100 * estimate.stderr / abs(estimate.value),
+                           "error_percent": 100 * abs(estimate.value - exact) / abs(exact)})
+    rows.extend({**base, **row} for row in trace_rows)
+    rows.extend({**base, **row} for row in anchor_trace(model, data, exact, budget))
+    return rows
 
 
-def first_within(values, reference: float) -> int | None:
-    errors = np.abs(np.asarray(values) - reference) / abs(reference)
-    hits = np.flatnonzero(errors <= TARGET)
-    return int(hits[0]) + 1 if hits.size else None
+def anchor_top(model, data, top) -> list[dict]:
+    rows = []
+    loss = torch.nn.CrossEntropyLoss()
+    try:
+        import hessian_eigenthings as he
+
+        op = he.HessianOperator(model, [(data.x, data.y)], he.supervised_loss(torch.nn.functional.cross_entropy))
+        seconds, result = timed(lambda: he.lanczos(op, k=TOP_K, seed=0))
+        rows.append({"measure": "top 10", "method": f"hessian-eigenthings {he.__version__} lanczos (defaults)",
+                     "products": 2 * TOP_K, "seconds": seconds, "error": worst_relative(result.eigenvalues, top)})
+    except Exception as error:  # report, do not hide
+        rows.append({"measure": "top 10", "method": "hessian-eigenthings", "note": f"{type(error).__name__}: {error}"})
+    try:
+        import curvlinops
+        from scipy.sparse.linalg import eigsh
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        hessian = curvlinops.HessianLinearOperator(model, loss, params, [(data.x, data.y)],
+                                                   check_deterministic=False)
+        scipy_op = hessian.to_scipy()
+        for tol in (0.0, 1e-4):
+            counter = {"n": 0}
+
+            def matvec(v, counter=counter):
+                counter["n"] += 1 if v.ndim == 1 else v.shape[1]
+                return scipy_op @ v
+
+            from scipy.sparse.linalg import LinearOperator
+
+            counted = LinearOperator(scipy_op.shape, matvec=matvec, dtype=scipy_op.dtype)
+            seconds, (values, _) = timed(lambda counted=counted, tol=tol: eigsh(
+                counted, k=TOP_K, which="LA", tol=tol, v0=np.ones(scipy_op.shape[0], dtype=scipy_op.dtype)))
+            rows.append({"measure": "top 10",
+                         "method": f"curvlinops {CURVLINOPS} HessianLinearOperator + eigsh (tol {tol:g})",
+                         "products": counter["n"] // REPEAT, "seconds": seconds, "error": worst_relative(values, top)})
+    except Exception as error:
+        rows.append({"measure": "top 10", "method": "curvlinops", "note": f"{type(error).__name__}: {error}"})
+    try:
+        from pyhessian import hessian as pyhessian
+
+        engine = pyhessian(model, loss, data=(data.x, data.y), cuda=False)
+        print("PyHessian eigenvalues…", file=sys.stderr, flush=True)
+        seconds, (values, _) = timed(lambda: engine.eigenvalues(top_n=TOP_K), repeat=1)
+        rows.append({"measure": "top 10", "method": "PyHessian 0.1 eigenvalues (defaults)", "seconds": seconds,
+                     "error": worst_relative(values, top)})
+    except Exception as error:
+        rows.append({"measure": "top 10", "method": "PyHessian 0.1", "note": f"{type(error).__name__}: {error}"})
+    return rows
+
+
+def anchor_trace(model, data, exact: float, budget: int) -> list[dict]:
+    rows = []
+    loss = torch.nn.CrossEntropyLoss()
+    try:
+        import curvlinops
+        from curvlinops.trace.epperly2024xtrace import xtrace
+        from curvlinops.trace.meyer2020hutch import hutchpp_trace
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        hessian = curvlinops.HessianLinearOperator(model, loss, params, [(data.x, data.y)],
+                                                   check_deterministic=False)
+        for name, estimator, products in (("xtrace", xtrace, budget - budget % 2),
+                                          ("hutchpp_trace", hutchpp_trace, budget - budget % 3)):
+            torch.manual_seed(0)
+            seconds, value = timed(lambda estimator=estimator, products=products: float(estimator(hessian, products)),
+                                   repeat=1)
+            rows.append({"measure": "trace", "method": f"curvlinops {CURVLINOPS} {name}",
+                         "products": products, "seconds": seconds, "value": value,
+                         "error_percent": 100 * abs(value - exact) / abs(exact)})
+    except Exception as error:
+        rows.append({"measure": "trace", "method": "curvlinops", "note": f"{type(error).__name__}: {error}"})
+    try:
+        from pyhessian import hessian as pyhessian
+
+        engine = pyhessian(model, loss, data=(data.x, data.y), cuda=False)
+        torch.manual_seed(0)
+        seconds, samples = timed(lambda: engine.trace(), repeat=1)
+        value = float(np.mean(samples))
+        rows.append({"measure": "trace", "method": "PyHessian 0.1 trace (Hutchinson, tol 1e-3)",
+                     "products": len(samples), "seconds": seconds, "value": value,
+                     "stderr_percent": 100 * float(np.std(samples, ddof=1) / np.sqrt(len(samples))) / abs(value),
+                     "error_percent": 100 * abs(value - exact) / abs(exact)})
+    except Exception as error:
+        rows.append({"measure": "trace", "method": "PyHessian 0.1", "note": f"{type(error).__name__}: {error}"})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| case | measure | method | products | seconds | worst rel. error / value | s.e. | error vs exact |",
+             "|---|---|---|---:|---:|---|---:|---:|"]
+    for row in rows:
+        value = (f"{row['error']:.1e}" if "error" in row else f"{row['value']:.4g}" if "value" in row
+                 else row.get("note", ""))
+        se = f"{row['stderr_percent']:.2f} %" if "stderr_percent" in row else ""
+        err = f"{row['error_percent']:.2f} %" if "error_percent" in row else ""
+        seconds = f"{row['seconds']:.2f}" if "seconds" in row else ""
+        lines.append(f"| {row['case']} (p = {row['p']}) | {row['measure']} | {row['method']} | "
+                     f"{row.get('products', '')} | {seconds} | {value} | {se} | {err} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
-    from _machine import machine_description, timeit, write_results
-    from funnelscope.probes.landscape import landscape_plane
-    from funnelscope.spectra.lanczos import lanczos
+    from _machine import machine_description, write_results
 
-    print(machine_description())
-    model, train = build()
-    ops = operators(model, train)
-    fwd = ops["forward-over-reverse"]
-    dim = fwd.dim
-    rows: list[dict] = []
-    probe = torch.randn(dim, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    for route, op in ops.items():
-        rows.append({"measure": "hvp", "method": f"funnelscope {route}",
-                     "seconds": timeit(lambda op=op: op.hessian_matmat(probe), repeat=3)})
-
-    curves, residual = ritz_curve(fwd, REFERENCE_STEPS)
-    references = curves[-1]
-    curve, reference = curves[:, 0], references[0]
-    print(f"p = {dim}, reference top {TOP_K} = {references} (λ₁ residual bound {residual:.2e})", file=sys.stderr)
-
-    steps = first_within(curve, reference)
-    start = torch.randn(dim, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    seconds = timeit(lambda: lanczos(fwd.hessian_matmat, start, steps=steps), repeat=REPEAT)
-    rows.append({"measure": "top eigenvalue to 1e-3", "method": "funnelscope Lanczos (forward-over-reverse)",
-                 "products": steps, "seconds": seconds, "value": float(curve[steps - 1])})
-
-    values, stopped = power_iteration(vector_op(fwd), dim, iterations=100, tol=TARGET)
-    rows.append({"measure": "PyHessian stopping rule (tol 1e-3)", "method": "power iteration",
-                 "products": stopped, "value": values[-1],
-                 "relative_error": abs(values[-1] - reference) / abs(reference)})
-    values, _ = power_iteration(vector_op(fwd), dim, iterations=300, tol=None)
-    needed = first_within(values, reference)
-    row = {"measure": "top eigenvalue to 1e-3", "method": "power iteration (PyHessian's method), same products",
-           "products": needed}
-    if needed is not None:
-        row["seconds"] = timeit(lambda: power_iteration(vector_op(fwd), dim, iterations=needed, tol=None),
-                                repeat=REPEAT)
-        row["value"] = values[needed - 1]
-    else:
-        row["note"] = f"not within 1e-3 after 300 products (error {abs(values[-1] - reference) / reference:.1e})"
-    rows.append(row)
-
-    errors = np.nanmax(np.abs(curves - references) / np.abs(references), axis=1)
-    steps_k = int(np.flatnonzero(errors <= TARGET)[0]) + 1
-    start = torch.randn(dim, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    rows.append({"measure": f"top {TOP_K} eigenvalues to 1e-3", "method": "funnelscope Lanczos",
-                 "products": steps_k, "seconds": timeit(lambda: lanczos(fwd.hessian_matmat, start, steps=steps_k),
-                                                         repeat=1),
-                 "value": float(curves[steps_k - 1, -1]), "relative_error": float(errors[steps_k - 1])})
-    started = time.perf_counter()
-    values, products = deflated_power_iteration(vector_op(fwd), dim, TOP_K, tol=TARGET)
-    worst = float(np.max(np.abs(np.array(values) - references) / np.abs(references)))
-    rows.append({"measure": f"top {TOP_K} eigenvalues, PyHessian's rule (tol 1e-3)",
-                 "method": "deflated power iteration (PyHessian's method), same products", "products": products,
-                 "seconds": time.perf_counter() - started, "value": values[-1], "relative_error": worst})
-
-    rows.extend(eigenthings_rows(model, train, reference))
-
-    for workers in (2, 1, None):
-        start_time = time.perf_counter()
-        plane = landscape_plane(model, {"train": train}, points=21, seed=0, workers=workers)
-        label = f"workers={workers}" if workers else "workers=None (automatic)"
-        rows.append({"measure": "21×21 plane (loss + accuracy on 1347 examples)", "method": label,
-                     "seconds": time.perf_counter() - start_time, "seconds_per_point": plane.seconds_per_point,
-                     "points": 441})
-    path = write_results("hessian", rows, {"reference_top_eigenvalues": references.tolist(),
-                                           "reference_residual": residual,
-                                           "parameters": dim, "examples": len(train)})
-    print(markdown(rows, dim, reference))
-    print(f"wrote {path}", file=sys.stderr)
-
-
-def eigenthings_rows(model, train, reference: float) -> list[dict]:
-    from _machine import timeit
-
-    try:
-        import hessian_eigenthings as he
-    except ImportError as error:
-        return [{"measure": "top eigenvalue to 1e-3", "method": "hessian-eigenthings",
-                 "note": f"not installed: {error}"}]
-    try:
-        loader = [(train.x, train.y)]  # one batch: its operator averages batch means
-        op = he.HessianOperator(model, loader, he.supervised_loss(torch.nn.functional.cross_entropy))
-        version = he.__version__
-        probe = torch.randn(op.size, generator=torch.Generator().manual_seed(1))
-        rows = [{"measure": "hvp", "method": f"hessian-eigenthings {version} (double backward)",
-                 "seconds": timeit(lambda: op.matvec(probe), repeat=3)}]
-        found = None
-        for m in LADDER:
-            result = he.lanczos(op, k=1, max_iter=m, seed=0, which="LA")
-            value = float(result.eigenvalues[0])
-            if abs(value - reference) / abs(reference) <= TARGET:
-                found = (m, value)
-                break
-        row = {"measure": "top eigenvalue to 1e-3", "method": f"hessian-eigenthings {version} lanczos"}
-        if found:
-            m, value = found
-            row.update(products=m, value=value,
-                       seconds=timeit(lambda: he.lanczos(op, k=1, max_iter=m, seed=0, which="LA"), repeat=REPEAT))
-        else:
-            row["note"] = f"not within 1e-3 with max_iter ≤ {LADDER[-1]}"
-        rows.append(row)
-        start = time.perf_counter()
-        value, _, _, iterations, converged = he.power_iteration_one(op, max_iter=300, tol=TARGET, seed=0)
-        rows.append({"measure": "top eigenvalue, own stopping rule (tol 1e-3)",
-                     "method": f"hessian-eigenthings {version} power_iteration_one", "products": iterations,
-                     "seconds": time.perf_counter() - start, "value": value,
-                     "relative_error": abs(value - reference) / abs(reference), "converged": converged})
-        return rows
-    except Exception as error:  # report, do not hide: the table says it did not run
-        return [{"measure": "top eigenvalue to 1e-3", "method": "hessian-eigenthings",
-                 "note": f"failed on torch {torch.__version__}: {type(error).__name__}: {error}"}]
-
-
-def markdown(rows: list[dict], dim: int, reference: float) -> str:
-    lines = [f"digits `small_cnn` (p = {dim}, n = 1347), reference λ₁ = {reference:.6g}; `value` is λ₁, or λ₅ "
-             f"for the top-{TOP_K} rows, whose relative error is the worst of the five", "",
-             "| measure | method | products | seconds | value / note |", "|---|---|---:|---:|---|"]
-    for row in rows:
-        seconds = row.get("seconds")
-        if "seconds_per_point" in row:
-            text = f"{row['seconds_per_point'] * 1e3:.1f} ms per point"
-        elif "note" in row:
-            text = row["note"]
-        elif "relative_error" in row:
-            text = f"{row['value']:.6g} (relative error {row['relative_error']:.1e})"
-        else:
-            text = f"{row['value']:.6g}" if "value" in row else ""
-        lines.append(f"| {row['measure']} | {row['method']} | {row.get('products', '')} | "
-                     f"{'' if seconds is None else f'{seconds:.3g}'} | {text} |")
-    return "\n".join(lines)
+    print(machine_description(), file=sys.stderr)
+    cases = sys.argv[1:] or ["mlp", "cnn"]
+    rows = []
+    for case in cases:
+        rows.extend(run_case(case))
+        print(table(rows), flush=True)  # the table so far, case by case
+    print(table(rows))
+    print(write_results("hessian", rows), file=sys.stderr)
 
 
 if __name__ == "__main__":
