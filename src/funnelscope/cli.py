@@ -23,6 +23,7 @@ from funnelscope.probes.jacobian import DEFAULT_PROBES, METHODS, OUTPUTS, jacobi
 from funnelscope.probes.landscape import BN_MODES, landscape_line, landscape_plane
 from funnelscope.probes.linearity import layer_linearity
 from funnelscope.probes.weights import analyze_weights
+from funnelscope.spectra.trace import TRACE_METHODS
 
 app = typer.Typer(name="funnelscope", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
                   help="Spectra of trained neural networks: weight ESDs, data Jacobians, Hessians and loss landscapes.")
@@ -182,10 +183,12 @@ def hessian(
     top_k: int = api_option(hessian_spectrum, "top_k", "Largest eigenvalues to compute."),
     bottom_k: int = api_option(hessian_spectrum, "bottom_k", "Smallest eigenvalues to compute."),
     density: bool = api_option(hessian_spectrum, "density", "Estimate the spectral density."),
-    gauss_newton: bool = api_option(hessian_spectrum, "gauss_newton", "Also the Gauss–Newton part's top "
-                                    "eigenvalues."),
-    probes: int = api_option(hessian_spectrum, "probes", "Rademacher probes for the trace and the density."),
-    lanczos_steps: int = api_option(hessian_spectrum, "lanczos_steps", "Lanczos steps (products) per run."),
+    gauss_newton: bool = api_option(hessian_spectrum, "gauss_newton", "Also the Gauss–Newton part's top k."),
+    probes: int = api_option(hessian_spectrum, "probes", "Rademacher probes for the density."),
+    lanczos_steps: int = api_option(hessian_spectrum, "lanczos_steps", "Most Lanczos steps (products) per run."),
+    tol: float = api_option(hessian_spectrum, "tol", "Relative accuracy at which Lanczos stops."),
+    trace_method: str = api_option(hessian_spectrum, "trace_method", f"Trace: {', '.join(TRACE_METHODS)}."),
+    trace_products: int = api_option(hessian_spectrum, "trace_products", "Products for the trace."),
     n: Limit = None,
     batch_size: int = BATCH_SIZE,
     seed: int = SEED,
@@ -200,10 +203,10 @@ def hessian(
     Cross-entropy in eval mode; several models side by side."""
     models, data = _inputs(models_and_data, weights=weights_file, factory_args=factory_args, n=n,
                            trust_pickle=trust_pickle, out=out, plots=plots)
-    results = {label: hessian_spectrum(model, data, top_k=top_k, bottom_k=bottom_k, density=density,
-                                       gauss_newton=gauss_newton, probes=probes, lanczos_steps=lanczos_steps,
-                                       batch_size=batch_size, seed=seed, device=device, progress=True)
-               for label, model in models.items()}
+    options = {"top_k": top_k, "bottom_k": bottom_k, "density": density, "gauss_newton": gauss_newton, "tol": tol,
+               "probes": probes, "lanczos_steps": lanczos_steps, "trace_method": trace_method, "seed": seed,
+               "trace_products": trace_products, "batch_size": batch_size, "device": device, "progress": True}
+    results = {label: hessian_spectrum(model, data, **options) for label, model in models.items()}
     _report(results, title=f"Hessian spectra on {data.name}", out=out, table_format=table_format, plots=plots)
 
 
@@ -340,10 +343,7 @@ def _run_study(name: str, out: Path, *, size: str, **options: Any) -> None:
                    footer=f"{len(result.runs)} runs; results in {result.directory}/; report: {where}")
 
 
-def main() -> None:
-    """Entry point of the ``funnelscope`` console script."""
-    app()
-
+main = app  # the ``funnelscope`` console script
 
 if __name__ == "__main__":
-    main()
+    app()

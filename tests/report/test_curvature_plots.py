@@ -27,7 +27,8 @@ def model(seed: int = 0) -> nn.Module:
 
 
 def test_hessian_figure_draws_the_top_eigenvalues_and_the_rules_edge() -> None:
-    spectrum = fs.hessian_spectrum(model(), data(), top_k=4, density=True, probes=3, lanczos_steps=12)
+    spectrum = fs.hessian_spectrum(model(), data(), top_k=4, density=True, gauss_newton=True, probes=3,
+                                   lanczos_steps=12)
     figure = plot_hessian(spectrum)
     density_ax, rank_ax = figure.axes
     assert density_ax.get_xlabel() == "eigenvalue of the Hessian" and density_ax.get_yscale() == "log"
