@@ -168,6 +168,6 @@ def _difference(ref: TensorRef, base: TensorRef) -> Callable[[], torch.Tensor]:
         for tensor in (weight, base_weight):
             if not tensor.is_floating_point():
                 raise FunnelscopeInputError(f"weights of dtype {tensor.dtype} are not floating point")
-        return weight.to(torch.float64).sub_(base_weight)
+        return weight.to(torch.float64, copy=True).sub_(base_weight)  # never the caller's tensor
 
     return load

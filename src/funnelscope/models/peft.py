@@ -274,6 +274,6 @@ def _merged_loader(adapter: LoraAdapter, weight: TensorRef, transpose: bool) -> 
     def load() -> torch.Tensor:
         product = adapter.B.load().to(torch.float64) @ adapter.A.load().to(torch.float64)
         update = product.T if transpose else product
-        return weight.load().to(torch.float64).add_(update, alpha=adapter.scale)
+        return weight.load().to(torch.float64, copy=True).add_(update, alpha=adapter.scale)
 
     return load

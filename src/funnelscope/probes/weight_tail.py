@@ -11,11 +11,12 @@ option                           per layer
 ``fix_fingers="clip_xmax"``      the largest eigenvalues clipped while that lowers α by more than ``finger_thresh``
                                  (up to ``max_fingers``); columns ``num_fingers``, ``raw_alpha``
 ``fit="TPL"``                    ``alpha`` and ``Lambda`` of the truncated power law
-                                 :math:`p(\\lambda) \\propto \\lambda^{-\\alpha} e^{-\\Lambda\\lambda}`, see
-                                 :mod:`funnelscope.spectra.truncated_powerlaw`; ``pl_alpha`` (the power law on the
-                                 same tail), ``tpl_R``, ``tpl_p`` (the nested likelihood-ratio test against it)
-``fit="E_TPL"``                  the truncated power law with ``fix_fingers="xmin_peak"`` (WeightWatcher's
-                                 "extended" TPL)
+                                 :math:`p(\\lambda) \\propto \\lambda^{-\\alpha} e^{-\\Lambda\\lambda}`
+                                 (:mod:`funnelscope.spectra.truncated_powerlaw`), its ``xmin`` chosen by its own KS
+                                 distance and ``D``, ``sigma`` its own; ``pl_alpha`` (the power law on the same
+                                 tail), ``tpl_R``, ``tpl_p`` (the nested likelihood-ratio test against it)
+``fit="E_TPL"``                  the truncated power law with its ``xmin`` in the ``xmin_peak`` range
+                                 (WeightWatcher's "extended" TPL)
 ``detX=True``                    ``detX_num``, ``detX_val``, ``ERG_gap`` (:mod:`funnelscope.spectra.detx`)
 ===============================  =====================================================================================
 
@@ -31,9 +32,10 @@ import numpy as np
 
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.spectra.detx import detx_constraint
-from funnelscope.spectra.fingers import FIX_FINGERS, fit_clipped_powerlaw, fit_xmin_peak
+from funnelscope.spectra.fingers import FIX_FINGERS, fit_clipped_powerlaw, fit_xmin_peak, xmin_peak_bounds
 from funnelscope.spectra.metrics import training_warning
 from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
+from funnelscope.spectra.truncated_powerlaw import fit_truncated_powerlaw
 
 __all__ = ["FITS", "TailOptions", "fit_tail", "tail_options"]
 
@@ -86,6 +88,8 @@ def tail_options(
         fix_fingers = "xmin_peak"
     if not isinstance(detX, (bool, np.bool_)):
         raise FunnelscopeInputError(f"detX={detX!r} must be a bool")
+    if fit != "PL" and (xmin is not None or xmax is not None):
+        raise FunnelscopeInputError(f"fit={fit!r} chooses xmin itself: leave xmin={xmin!r}, xmax={xmax!r} unset")
     if fix_fingers is not None and (xmin is not None or xmax is not None):
         raise FunnelscopeInputError(
             f"fix_fingers={fix_fingers!r} chooses xmin and xmax itself: leave xmin={xmin!r}, xmax={xmax!r} unset"
@@ -133,7 +137,9 @@ def fit_tail(eigenvalues: np.ndarray, options: TailOptions) -> tuple[PowerLawFit
         The fit is impossible (too few values); the layer is then reported as failed.
     """
     columns: dict[str, object] = {}
-    if options.fix_fingers == "clip_xmax":
+    if options.fit != "PL":
+        fit, columns = _truncated_fit(eigenvalues, options)
+    elif options.fix_fingers == "clip_xmax":
         clipped = fit_clipped_powerlaw(eigenvalues, max_fingers=options.max_fingers,
                                        finger_thresh=options.finger_thresh)
         fit = clipped.fit
@@ -142,8 +148,6 @@ def fit_tail(eigenvalues: np.ndarray, options: TailOptions) -> tuple[PowerLawFit
         fit = fit_xmin_peak(eigenvalues, xmin_max=options.xmin_max)
     else:
         fit = fit_powerlaw(eigenvalues, xmin=options.xmin, xmax=options.xmax)
-    if options.fit != "PL":
-        columns.update(_truncated_columns(eigenvalues, fit))
     if options.detX:
         detx = detx_constraint(eigenvalues)
         num_pl_spikes = int(np.count_nonzero(np.asarray(eigenvalues) >= fit.xmin))
@@ -151,8 +155,23 @@ def fit_tail(eigenvalues: np.ndarray, options: TailOptions) -> tuple[PowerLawFit
     return fit, columns
 
 
-def _truncated_columns(eigenvalues: np.ndarray, fit: PowerLawFit) -> dict[str, object]:
-    raise NotImplementedError
+def _truncated_fit(eigenvalues: np.ndarray, options: TailOptions) -> tuple[PowerLawFit, dict[str, object]]:
+    """The truncated power law (``fit="TPL"``/``"E_TPL"``) and the power law on its tail.
+
+    The TPL's ``xmin`` is chosen by its own KS distance, over every eigenvalue (``TPL``) or over the
+    ``xmin_peak`` range (``E_TPL``), as WeightWatcher does through ``powerlaw``; ``alpha`` is bounded below by 1
+    (``powerlaw``'s range). The power law on the same tail gives ``pl_alpha`` and the nested likelihood-ratio
+    test (:meth:`~funnelscope.spectra.powerlaw.PowerLawFit.compare`, CSN's test, whose truncated power law is not
+    bounded): ``tpl_R`` (< 0 favours the truncated law) and ``tpl_p``.
+    """
+    window = xmin_peak_bounds(eigenvalues, xmin_max=options.xmin_max) if options.fix_fingers == "xmin_peak" else None
+    tpl = fit_truncated_powerlaw(eigenvalues, xmin=window)
+    fit = fit_powerlaw(eigenvalues, xmin=(tpl.xmin, tpl.xmin))
+    test = fit.compare("truncated_power_law")
+    columns = alpha_columns(eigenvalues, tpl.alpha)
+    columns.update(Lambda=tpl.Lambda, D=tpl.D, sigma=tpl.sigma, pl_alpha=fit.alpha, tpl_R=test.R,
+                   tpl_p=test.p_value)
+    return fit, columns
 
 
 def alpha_columns(eigenvalues: np.ndarray, alpha: float) -> dict[str, object]:

@@ -425,7 +425,8 @@ def _analyse(
             ww_softrank=float(shuffled.max() / eigenvalues.max()),
             num_traps=shuffled_mp.num_spikes,
         )
-    row["phase"] = classify_phase(eigenvalues, N=N, M=M, alpha=fit.alpha, mp_fit=mp)
+    # a degenerate tail (e.g. equal eigenvalues) can leave α = 1: the phase is then read without an exponent
+    row["phase"] = classify_phase(eigenvalues, N=N, M=M, alpha=fit.alpha if fit.alpha > 1 else np.nan, mp_fit=mp)
     row.update(status="success", reason="")
     return LayerSpectrum(row, eigenvalues, fit, mp, shuffled)
 

@@ -34,7 +34,7 @@ import numpy as np
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
 
-__all__ = ["FIX_FINGERS", "ClippedFit", "esd_peak", "fit_clipped_powerlaw", "fit_xmin_peak"]
+__all__ = ["FIX_FINGERS", "ClippedFit", "esd_peak", "fit_clipped_powerlaw", "fit_xmin_peak", "xmin_peak_bounds"]
 
 FIX_FINGERS = ("xmin_peak", "clip_xmax")
 _MIN_VALUE = 1e-5  # WeightWatcher's EVALS_THRESH: eigenvalues at or below it are left out of every fit
@@ -96,16 +96,21 @@ def fit_xmin_peak(eigenvalues: np.ndarray, *, xmin_max: float | None = None) -> 
         True
     """
     values = np.asarray(eigenvalues, dtype=np.float64)
-    peak = esd_peak(values)
-    upper = _XMIN_MAX_FACTOR * peak if xmin_max is None else float(xmin_max)
-    lower = float(np.log10(0.95 * peak))
+    lower, upper = xmin_peak_bounds(values, xmin_max=xmin_max)
     x = values[values > _MIN_VALUE]
     candidates = np.unique(x[(x >= lower) & (x <= upper)])
     if candidates.size < 2:
         raise FunnelscopeInputError(
-            f"xmin_peak: fewer than 2 distinct eigenvalues in [{lower:.4g}, {upper:.4g}] (ESD peak {peak:.4g})"
+            f"xmin_peak: fewer than 2 distinct eigenvalues in [{lower:.4g}, {upper:.4g}] (the ESD's peak "
+            f"{esd_peak(values):.4g})"
         )
     return fit_powerlaw(values, xmin=(lower if lower > 0 else None, float(candidates[-2])))
+
+
+def xmin_peak_bounds(eigenvalues: np.ndarray, *, xmin_max: float | None = None) -> tuple[float, float]:
+    """The range ``[log10(0.95 p), xmin_max or 1.5 p]`` that ``xmin_peak`` searches (``p``: :func:`esd_peak`)."""
+    peak = esd_peak(eigenvalues)
+    return float(np.log10(0.95 * peak)), _XMIN_MAX_FACTOR * peak if xmin_max is None else float(xmin_max)
 
 
 def fit_clipped_powerlaw(

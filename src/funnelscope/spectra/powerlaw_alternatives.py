@@ -27,9 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import integrate, optimize, special
+from scipy import optimize, special
 
 from funnelscope.errors import FunnelscopeInputError
+from funnelscope.spectra.truncated_powerlaw import truncated_power_law_logpdf, truncated_power_law_mle
 
 __all__ = [
     "ALTERNATIVES",
@@ -262,50 +263,15 @@ def _fit_stretched_exponential(x: np.ndarray, xmin: float, upper: float) -> tupl
     return {"lambda": rate, "beta": beta}, loglik(p)
 
 
-def _log_cutoff_integral(a: float, scaled_rate: float, log_top: float) -> float:
-    """log of int_0^log_top exp((1 - a) u - L (e^u - 1)) du, the normaliser of x^-a e^{-lambda x} / xmin."""
-    s, rate = 1.0 - a, scaled_rate
-    peak = math.log(s / rate) if s > rate else 0.0
-    peak = min(peak, log_top)
-    shift = s * peak - rate * math.expm1(peak)
-
-    def f(u: float) -> float:
-        e = s * u - rate * math.expm1(u) - shift if u < 700.0 else -math.inf
-        return math.exp(e) if e > -745.0 else 0.0
-
-    split = min(max(peak, math.log1p(1.0 / rate)), log_top)
-    total = 0.0
-    for a_, b_ in ((0.0, peak), (peak, split), (split, log_top)):
-        if b_ > a_:
-            total += integrate.quad(f, a_, b_, limit=200, epsabs=0.0, epsrel=1e-11)[0]
-    return math.log(total) + shift
-
-
-def _fit_truncated_power_law(
-    x: np.ndarray, xmin: float, upper: float, alpha: float
-) -> tuple[dict[str, float], np.ndarray]:
-    logy = np.log(x / xmin)
-    ym1 = x / xmin - 1.0
-    log_top = math.log(upper / xmin) if math.isfinite(upper) else math.inf
-
-    def loglik(p: np.ndarray) -> np.ndarray:
-        a, rate = p[0], math.exp(p[1])
-        return -a * logy - rate * ym1 - math.log(xmin) - _log_cutoff_integral(a, rate, log_top)
-
-    def objective(p: np.ndarray) -> float:
-        if not (abs(p[0]) < 100.0 and -50.0 < p[1] < 50.0):
-            return _INVALID
-        with np.errstate(all="ignore"):
-            try:
-                val = -float(np.mean(loglik(p)))
-            except (OverflowError, ValueError, ZeroDivisionError):
-                return _INVALID
-        return val if math.isfinite(val) else _INVALID
-
-    rate0 = 1.0 / max(float(np.mean(ym1)), 1e-12)
-    starts = [np.array([alpha, math.log(1e-3 * rate0)]), np.array([max(alpha - 1.0, 0.5), math.log(rate0)])]
-    p = _minimise(objective, starts)
-    return {"alpha": float(p[0]), "lambda": math.exp(p[1]) / xmin}, loglik(p)
+def _fit_truncated_power_law(x: np.ndarray, xmin: float, upper: float) -> tuple[dict[str, float], np.ndarray]:
+    """The truncated power law's MLE on the tail (any real α, Λ ≥ 0), from
+    :func:`~funnelscope.spectra.truncated_powerlaw.truncated_power_law_mle`, and its pointwise log-likelihood."""
+    y = x / xmin
+    c = math.log(upper / xmin) if math.isfinite(upper) else math.inf
+    a, L, _, _ = truncated_power_law_mle(np.array([np.mean(np.log(y))]), np.array([np.mean(y)]), c=c)
+    params = {"alpha": float(a[0]), "lambda": float(L[0]) / xmin}
+    return params, truncated_power_law_logpdf(x, alpha=params["alpha"], Lambda=params["lambda"], xmin=xmin,
+                                              xmax=upper)
 
 
 def compare_alternative(
@@ -318,7 +284,7 @@ def compare_alternative(
         tail: the tail values (all ``>= xmin``), float64.
         xmin: lower end of the tail.
         upper: upper end of the support (``inf`` for an untruncated power law).
-        alpha: the power-law exponent (a starting point for the nested fit).
+        alpha: the power-law exponent (the nested fit's when it is the power law itself).
         power_law_loglik: pointwise log-likelihood of the fitted power law on ``tail``.
 
     Returns:
@@ -339,7 +305,7 @@ def compare_alternative(
     elif alternative == "stretched_exponential":
         params, alt = _fit_stretched_exponential(tail, xmin, upper)
     else:
-        params, alt = _fit_truncated_power_law(tail, xmin, upper, alpha)
+        params, alt = _fit_truncated_power_law(tail, xmin, upper)
         if not alt.sum() >= power_law_loglik.sum():
             # the lambda -> 0 limit is the power law itself: the nested MLE is never worse
             params, alt = {"alpha": alpha, "lambda": 0.0}, power_law_loglik.copy()

@@ -35,12 +35,20 @@ import numpy as np
 
 from funnelscope.errors import FunnelscopeInputError
 
-__all__ = ["TruncatedPowerLawFit", "fit_truncated_powerlaw", "truncated_power_law_mle"]
+__all__ = [
+    "TruncatedPowerLawFit",
+    "fit_truncated_powerlaw",
+    "truncated_power_law_cdf",
+    "truncated_power_law_logpdf",
+    "truncated_power_law_mle",
+]
 
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(16)
 _CDF_NODES, _CDF_WEIGHTS = np.polynomial.legendre.leggauss(8)
-_LEVELS = np.array([1.0, 6.0, 18.0, 45.0])  # drops of h below its maximum bounding the panels
+_DROP = 45.0  # the integrals run where e^{h − max h} > e^-45
+_GROWTH = np.arange(1, 9) / 8.0  # panel ends on each side of the peak, as fractions of the side
 _MIN_VALUE = 1e-5
+_T_MIN, _T_MAX = -80.0, 60.0  # ln L is kept in this box (the unbounded MLE diverges for under-dispersed tails)
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,6 @@ class TruncatedPowerLawFit:
         n_tail: number of values in the tail.
         n: number of values searched (after dropping those ``<= 1e-5``).
         loglik: the summed log-likelihood of the tail.
-        valid: ``alpha > 1`` and ``Lambda > 0`` (the range ``powerlaw`` accepts).
     """
 
     alpha: float
@@ -67,7 +74,6 @@ class TruncatedPowerLawFit:
     n_tail: int
     n: int
     loglik: float
-    valid: bool
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -80,45 +86,55 @@ def _h(u: np.ndarray, s: np.ndarray, L: np.ndarray) -> np.ndarray:
 
 
 def _panels(s: np.ndarray, L: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Breakpoints (m, 2·len(_LEVELS) + 1) bracketing where e^{h - max h} > e^-45 on [0, c), and max h."""
+    """Panel breakpoints (m, 2·len(_GROWTH) + 1) over where e^{h − max h} > e^-45 on [0, c), and max h.
+
+    h is concave: its peak is at u* = ln(s/L) (clipped to [0, c]), and on each side it falls monotonically to
+    the end where h = max h − 45 (:func:`_end`). Each side is cut into 8 equal panels of 16 Gauss–Legendre
+    nodes: the log-integrand is concave, so no panel holds more than its share of the 45-unit drop.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
-        peak = np.where(s > L, np.log(s / np.where(L > 0, L, 1.0)), 0.0)
-    peak = np.where((s > 0) & (L <= 0), c, peak)  # increasing all the way: the peak is at the upper end
+        peak = np.where((s > L) & (L > 0), np.log(s / L), 0.0)
+    peak = np.where((s > 0) & (L <= 0), c, peak)  # increasing all the way: the peak is the upper end
     peak = np.clip(peak, 0.0, c)
     top = _h(peak, s, L)
-    left, right = [], []
-    for drop in _LEVELS:
-        target = top - drop
-        left.append(_level(peak, s, L, target, np.zeros_like(peak), peak))
-        span = np.ones_like(peak)
-        for _ in range(80):  # double until h(peak + span) is below the target (or c is reached)
-            short = (_h(peak + span, s, L) > target) & (peak + span < c)
-            if not short.any():
-                break
-            span = np.where(short, span * 2.0, span)
-        right.append(_level(peak, s, L, target, peak, np.minimum(peak + span, c)))
-    points = np.stack([*reversed(left), peak, *right], axis=1)
+    target = top - _DROP
+    right = _end(peak, s, L, target, c, +1.0)
+    left = _end(peak, s, L, target, np.zeros_like(peak), -1.0)
+    grow = _GROWTH[None, :]
+    points = np.concatenate([(peak[:, None] - (peak - left)[:, None] * grow)[:, ::-1], peak[:, None],
+                             peak[:, None] + (right - peak)[:, None] * grow], axis=1)
     return np.maximum.accumulate(points, axis=1), top
 
 
-def _level(peak: np.ndarray, s: np.ndarray, L: np.ndarray, target: np.ndarray, lo: np.ndarray,
-           hi: np.ndarray) -> np.ndarray:
-    """Where h crosses ``target`` in [lo, hi] (h monotone there), by bisection; an end when it does not."""
-    rising = hi <= peak
-    h_lo, h_hi = _h(lo, s, L), _h(hi, s, L)
-    inside = np.where(rising, (h_lo < target) & (h_hi >= target), (h_lo >= target) & (h_hi < target))
-    a, b = lo.copy(), hi.copy()
-    for _ in range(25):  # the panels need not be placed precisely
-        mid = 0.5 * (a + b)
-        above = _h(mid, s, L) >= target
-        move_a = above != rising  # falling side: keep [mid, b] while h(mid) ≥ target
-        a = np.where(move_a, mid, a)
-        b = np.where(move_a, b, mid)
-    return np.where(inside, 0.5 * (a + b), np.where(rising, lo, hi))
+def _end(peak: np.ndarray, s: np.ndarray, L: np.ndarray, target: np.ndarray, bound: np.ndarray,
+         direction: float) -> np.ndarray:
+    """Where h falls to ``target`` on the ``direction`` side of the peak, within ``bound`` (an end of [0, c)):
+    a bracket by doubling the distance from the peak, then bisection (the panels need not be exact)."""
+    limit = np.abs(bound - peak)
+    span = np.minimum(1.0, limit)
+    for _ in range(64):
+        short = (_h(peak + direction * span, s, L) > target) & (span < limit)
+        if not short.any():
+            break
+        span = np.where(short, np.minimum(2.0 * span, limit), span)
+    inside = _h(peak + direction * span, s, L) <= target
+    lo, hi = np.zeros_like(span), span
+    for _ in range(14):
+        mid = 0.5 * (lo + hi)
+        above = _h(peak + direction * mid, s, L) > target
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    return peak + direction * np.where(inside, hi, span)
 
 
 def _moments(s: np.ndarray, L: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
     """ln Z̃ and the first two moments of (u, e^u - 1) under g, for each (s, L, c)."""
+    if not s.size:
+        return tuple(np.empty(0) for _ in range(6))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _moment_sums(s, L, c)
+
+
+def _moment_sums(s: np.ndarray, L: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
     points, top = _panels(s, L, c)
     a, b = points[:, :-1, None], points[:, 1:, None]
     half = 0.5 * (b - a)
@@ -136,19 +152,17 @@ def _moments(s: np.ndarray, L: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, .
 
 
 def _boundary(u_mean: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """The power-law MLE (L = 0): 1 + 1/ū untruncated; on [0, c) the truncated-exponential rate."""
-    from funnelscope.spectra.powerlaw_alternatives import truncated_exponential_rate
-
-    alpha = 1.0 + 1.0 / u_mean
-    finite = np.isfinite(c)
-    if finite.any():
-        t = truncated_exponential_rate(u_mean[finite] / c[finite])
-        alpha[finite] = 1.0 + t / c[finite]
+    """The power-law MLE (L = 0): 1 + 1/ū untruncated; on [0, c) the root of E[u] = ū at L = 0."""
+    with np.errstate(divide="ignore"):
+        alpha = 1.0 + 1.0 / u_mean
+    finite = np.flatnonzero(np.isfinite(c))
+    if finite.size:
+        alpha[finite] = _profile_alpha(u_mean[finite], np.zeros(finite.size), c[finite], alpha[finite])[0]
     return alpha
 
 
 def truncated_power_law_mle(
-    u_mean: np.ndarray, y_mean: np.ndarray, *, c: np.ndarray | float = math.inf
+    u_mean: np.ndarray, y_mean: np.ndarray, *, c: np.ndarray | float = math.inf, alpha_min: float = -math.inf
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Maximum-likelihood :math:`(\\hat\\alpha, \\hat L)` of truncated power laws from their sufficient statistics.
 
@@ -157,17 +171,20 @@ def truncated_power_law_mle(
     :math:`E[u] = \\bar u`. If :math:`\\varphi'(0) \\ge 0` the optimum is the power law (:math:`L = 0`);
     otherwise :math:`\\varphi'` has one root in :math:`L > 0`, found by the Illinois (regula falsi) method on
     :math:`\\ln L`, with :math:`\\alpha^*` by safeguarded Newton steps inside: each iteration is a convex
-    1-D problem, so the search cannot stall on the boundary.
+    1-D problem, so the search cannot stall on the boundary. With ``alpha_min``, where the optimum has a smaller
+    α the constrained optimum (f is convex) lies on :math:`\\alpha = \\alpha_{\\min}`, and :math:`L` is the
+    root of :math:`\\bar y - E[e^u]` there (Newton in :math:`\\ln L` with slope :math:`L \\operatorname{Var} e^u`).
 
     Args:
         u_mean: :math:`\\bar u`, the mean of :math:`\\ln(x/x_{\\min})` over each tail (> 0), shape (m,).
         y_mean: :math:`\\bar y`, the mean of :math:`x/x_{\\min}` over each tail, shape (m,).
         c: :math:`\\ln(x_{\\max}/x_{\\min})` of each tail's support (``inf``: no upper end).
+        alpha_min: a lower bound on α (``powerlaw``'s fits, and so WeightWatcher's, keep :math:`\\alpha > 1`).
 
     Returns:
         ``alpha``, ``L`` (:math:`\\Lambda x_{\\min}`, ``0`` where the optimum is the power law), ``f`` (the
         mean negative log-likelihood plus :math:`\\ln x_{\\min}`) and ``var_alpha`` (the ``α`` entry of the
-        inverse Fisher information per value: divide by ``n`` for the variance; NaN at ``L = 0``).
+        inverse Fisher information per value: divide by ``n`` for the variance; NaN on a bound).
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -192,6 +209,18 @@ def truncated_power_law_mle(
     if idx.size:
         start = np.where(np.isfinite(alpha[idx]), alpha[idx], 1.0 + 1.0 / u_mean[idx])
         alpha[idx], L[idx] = _interior(u_mean[idx], v_mean[idx], c[idx], start)
+    bounded = np.flatnonzero(alpha < alpha_min)
+    if bounded.size:
+        alpha[bounded], L[bounded] = alpha_min, 0.0
+        free = np.isfinite(c[bounded])  # on a finite support L = 0 is allowed: is it optimal there?
+        if free.any():
+            at = bounded[free]
+            _, _, mv, *_ = _moments(1.0 - alpha[at], L[at], c[at])
+            free[free] = v_mean[at] - mv >= 0.0
+        solve = bounded[~free]
+        if solve.size:
+            _, L[solve] = _interior(u_mean[solve], v_mean[solve], c[solve], alpha[solve], fixed=True)
+        interior[bounded] = False
     logz, _, _, vu, vv, cov = _moments(1.0 - alpha, L, c)
     f = alpha * u_mean + L * v_mean + logz
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -201,67 +230,88 @@ def truncated_power_law_mle(
 
 def _profile_alpha(u_mean: np.ndarray, L: np.ndarray, c: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, ...]:
     """α*(L): the root of E[u] = ū (E[u] decreases in α with slope −Var u), by Newton steps kept inside a
-    bracket that widens until it holds the root; returns α and the moments there."""
+    bracket that widens until it holds the root. Returns α and (Var u, E[e^u − 1], Var e^u, Cov) there."""
+    alpha = alpha.copy()
+    stats = np.empty((4, alpha.size))
     lo, hi = np.full_like(alpha, -np.inf), np.full_like(alpha, np.inf)
+    active = np.arange(alpha.size)
+    for _ in range(100):
+        a = alpha[active]
+        _, mu, mv, vu, vv, cov = _moments(1.0 - a, L[active], c[active])
+        stats[:, active] = vu, mv, vv, cov
+        g = u_mean[active] - mu  # ∂f/∂α: negative below the root
+        lo[active] = np.where(g < 0, a, lo[active])
+        hi[active] = np.where(g > 0, a, hi[active])
+        l, h = lo[active], hi[active]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = a - g / vu
+            fallback = np.where(np.isfinite(l) & np.isfinite(h), 0.5 * (l + h),
+                                np.where(np.isfinite(l), l + 2.0 * np.maximum(1.0, np.abs(l)),
+                                         h - 2.0 * np.maximum(1.0, np.abs(h))))
+        new = np.where(np.isfinite(step) & (step > l) & (step < h), step, fallback)
+        alpha[active] = new
+        moving = (np.abs(new - a) > 1e-11 * np.maximum(1.0, np.abs(a))) & (g != 0)
+        active = active[moving]
+        if not active.size:
+            break
+    return alpha, *stats
+
+
+def _interior(
+    u_mean: np.ndarray, v_mean: np.ndarray, c: np.ndarray, alpha: np.ndarray, *, fixed: bool = False
+) -> tuple[np.ndarray, ...]:
+    """The optimum with L > 0 where φ'(0) < 0: the root of φ'(L) = v̄ − E[e^u − 1] in t = ln L (α fixed at
+    ``alpha`` when ``fixed``, where the slope is ``L Var e^u``).
+
+    φ' increases, with :math:`d\\varphi'/dt = L\\,(\\operatorname{Var} e^u - \\operatorname{Cov}(u, e^u)^2 /
+    \\operatorname{Var} u)` (the Schur complement of the Hessian), so Newton steps in ``t`` converge
+    quadratically; each is kept inside the bracket of the signs seen so far (bisection otherwise, doubling the
+    distance while one end is open), which makes the search safe from any start.
+    """
+    t = np.log(1.0 / np.maximum(v_mean + 1.0, 1.0 + 1e-12))  # powerlaw's start, Λ = 1/mean(x)
+    a = alpha.copy()
+    lo, hi = np.full_like(t, -np.inf), np.full_like(t, np.inf)
+    active = np.arange(t.size)
     for _ in range(200):
-        logz, mu, mv, vu, vv, cov = _moments(1.0 - alpha, L, c)
-        g = u_mean - mu  # ∂f/∂α: negative below the root
-        lo = np.where(g < 0, alpha, lo)
-        hi = np.where(g > 0, alpha, hi)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            step = alpha - g / vu
-            width = np.where(np.isfinite(lo) & np.isfinite(hi), hi - lo, np.inf)
-            fallback = np.where(np.isfinite(lo) & np.isfinite(hi), 0.5 * (lo + hi),
-                                np.where(np.isfinite(lo), lo + 2.0 * np.maximum(1.0, np.abs(lo)),
-                                         hi - 2.0 * np.maximum(1.0, np.abs(hi))))
-        new = np.where(np.isfinite(step) & (step > lo) & (step < hi), step, fallback)
-        done = (np.abs(new - alpha) <= 1e-14 * np.maximum(1.0, np.abs(alpha))) | (width <= 1e-14)
-        alpha = new
-        if done.all():
-            break
-    return alpha, logz, mu, mv, vu, vv, cov
-
-
-def _interior(u_mean: np.ndarray, v_mean: np.ndarray, c: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The optimum with L > 0 where φ'(0) < 0: the root of φ'(L) = v̄ − E[e^u − 1] (increasing) in t = ln L."""
-
-    def slope(t: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a, _, _, mv, *_ = _profile_alpha(u_mean, np.exp(t), c, a)
-        return v_mean - mv, a
-
-    t_lo = np.full_like(alpha, -40.0)
-    g_lo, a_lo = slope(t_lo, alpha.copy())
-    t_hi = np.log(1.0 / np.maximum(v_mean, 1e-300)) + 1.0
-    g_hi, a_hi = slope(t_hi, a_lo.copy())
-    for _ in range(200):  # widen until the slope changes sign
-        low = g_lo >= 0  # not below the root yet: move the lower end down
-        high = g_hi <= 0
-        if not (low.any() or high.any()):
-            break
-        t_lo = np.where(low, t_lo - 20.0, t_lo)
-        t_hi = np.where(high, t_hi + 2.0, t_hi)
-        g_lo2, a_lo2 = slope(t_lo, a_lo)
-        g_hi2, a_hi2 = slope(t_hi, a_hi)
-        g_lo, a_lo = np.where(low, g_lo2, g_lo), np.where(low, a_lo2, a_lo)
-        g_hi, a_hi = np.where(high, g_hi2, g_hi), np.where(high, a_hi2, a_hi)
-    side = np.zeros(alpha.size, dtype=int)
-    t, a = t_hi.copy(), a_hi.copy()
-    for _ in range(200):  # Illinois: regula falsi that halves the stale end's slope
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t_new = (t_lo * g_hi - t_hi * g_lo) / (g_hi - g_lo)
-        t_new = np.where(np.isfinite(t_new) & (t_new > t_lo) & (t_new < t_hi), t_new, 0.5 * (t_lo + t_hi))
-        g_new, a_new = slope(t_new, a)
-        below = g_new < 0
-        t_lo, g_lo = np.where(below, t_new, t_lo), np.where(below, g_new, g_lo)
-        t_hi, g_hi = np.where(below, t_hi, t_new), np.where(below, g_hi, g_new)
-        g_hi = np.where(below & (side == -1), 0.5 * g_hi, g_hi)
-        g_lo = np.where(~below & (side == 1), 0.5 * g_lo, g_lo)
-        side = np.where(below, -1, 1)
-        converged = (np.abs(t_new - t) <= 1e-13 * np.maximum(1.0, np.abs(t))) | (g_new == 0) | (t_hi - t_lo <= 1e-13)
-        t, a = t_new, a_new
-        if converged.all():
+        ta = t[active]
+        L = np.exp(ta)
+        if fixed:
+            _, _, mv, vu, vv, cov = _moments(1.0 - a[active], L, c[active])
+            cov = np.zeros_like(cov)
+        else:
+            a_new, vu, mv, vv, cov = _profile_alpha(u_mean[active], L, c[active], a[active])
+            a[active] = a_new
+        g = v_mean[active] - mv
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            d = L * (vv - cov * cov / vu)
+            newton = ta - g / d
+        lo[active] = np.where(g < 0, ta, lo[active])
+        hi[active] = np.where(g > 0, ta, hi[active])
+        l, h = lo[active], hi[active]
+        open_up, open_down = ~np.isfinite(h), ~np.isfinite(l)
+        step = np.where(open_up, np.maximum(2.0 * np.abs(ta - l), 1.0), np.where(open_down, np.maximum(
+            2.0 * np.abs(h - ta), 1.0), 0.0))
+        fallback = np.where(open_up, ta + step, np.where(open_down, ta - step, 0.5 * (l + h)))
+        good = np.isfinite(newton) & (newton > l) & (newton < h)
+        new = np.clip(np.where(good, newton, fallback), _T_MIN, _T_MAX)  # a box: the MLE need not exist
+        t[active] = new
+        done = (np.abs(new - ta) <= 1e-12 * np.maximum(1.0, np.abs(ta))) | (g == 0)
+        active = active[~done]
+        if not active.size:
             break
     return a, np.exp(t)
+
+
+def truncated_power_law_logpdf(
+    x: np.ndarray, *, alpha: float, Lambda: float, xmin: float, xmax: float = math.inf
+) -> np.ndarray:
+    """:math:`\\ln p(x)` of the truncated power law on :math:`[x_{\\min}, x_{\\max})` at ``x`` (inside it):
+    :math:`-\\alpha u - \\ln x_{\\min} - L (e^u - 1) - \\ln \\tilde Z` with :math:`u = \\ln(x/x_{\\min})`."""
+    u = np.log(np.asarray(x, dtype=np.float64) / xmin)
+    L = Lambda * xmin
+    c = math.log(xmax / xmin) if math.isfinite(xmax) else math.inf
+    logz = _moments(np.array([1.0 - alpha]), np.array([L]), np.array([c]))[0][0]
+    return -alpha * u - math.log(xmin) - L * np.expm1(u) - logz
 
 
 def truncated_power_law_cdf(
@@ -336,16 +386,14 @@ def fit_truncated_powerlaw(
     suffix_x = np.cumsum(x[::-1])[::-1]
     u_mean = suffix_log[first] / n - np.log(candidates)
     y_mean = suffix_x[first] / (n * candidates)
-    alpha, L, f, var_alpha = truncated_power_law_mle(u_mean, y_mean)
+    alpha, L, f, var_alpha = truncated_power_law_mle(u_mean, y_mean, alpha_min=1.0)
     points, top = _panels(1.0 - alpha, L, np.full(alpha.size, math.inf))
     D = np.empty(candidates.size)
     for j, (i, xm) in enumerate(zip(first, candidates, strict=True)):
         u = logx[i:] - math.log(xm)
         cdf = truncated_power_law_cdf(u, float(alpha[j]), float(L[j]), panels=(points[j], float(top[j])))
         D[j] = np.max(np.abs(cdf - np.arange(n[j]) / n[j]))
-    valid = (alpha > 1.0) & (L > 0.0)
-    pool = np.where(valid, D, np.inf) if valid.any() else D
-    best = int(np.argmin(pool))
+    best = int(np.argmin(np.where(np.isnan(D), np.inf, D)))
     xm = float(candidates[best])
     return TruncatedPowerLawFit(
         alpha=float(alpha[best]),
@@ -356,7 +404,6 @@ def fit_truncated_powerlaw(
         n_tail=int(n[best]),
         n=int(N),
         loglik=float(-n[best] * (f[best] + math.log(xm))),
-        valid=bool(valid[best]),
     )
 
 
