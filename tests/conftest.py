@@ -73,3 +73,26 @@ def assert_png(path: Path, *, min_width: int = 300, min_height: int = 200) -> No
     assert header[:8] == b"\x89PNG\r\n\x1a\n", path
     width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
     assert width >= min_width and height >= min_height, (path, width, height)
+
+
+def gaussian_classification(n: int, d: int, *, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` standard-normal inputs of ``d`` features and uniform labels in ``[0, classes)``, seeded."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(n, d, generator=generator), torch.randint(0, classes, (n,), generator=generator)
+
+
+def relu_classifier(d: int, width: int, *, classes: int = 3, seed: int = 0) -> nn.Module:
+    """``Linear(d, width) → ReLU → Linear(width, classes)``, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d, width), nn.ReLU(), nn.Linear(width, classes))
+
+
+def load_script(name: str) -> object:
+    """``scripts/<name>.py`` imported as a module (the scripts are not part of the package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

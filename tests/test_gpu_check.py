@@ -3,24 +3,14 @@ CPU (the numbers must then agree), so that the script is ready for a machine wit
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 @pytest.mark.usefixtures("one_thread")
 def test_cpu_against_cpu_agrees_and_a_difference_is_flagged() -> None:
-    script = load_script()
+    script = load_script("gpu_check")
     first, second = script.run_probes("cpu"), script.run_probes("cpu")
     rows = script.compare(first, second)
     assert {row["probe"] for row in rows} >= {"jacobian/exact", "hessian", "landscape_line", "linearity", "weights"}

@@ -133,14 +133,14 @@ def weights(
     strict: Annotated[bool, typer.Option(help="Exit with code 2 if any layer failed.")] = False,
 ) -> None:
     """Analyse the ESD of every layer matrix: power-law α, norms, ranks, Marchenko–Pastur bulk, phase."""
-    from funnelscope.probes.weights import WeightsAnalysis, weight_spectra
+    from funnelscope.probes.weights import WeightsAnalysis, summarize_weights, weight_spectra
     from funnelscope.report.terminal import console, print_weights_table
 
     _check_out(out, plots)
     spectra = weight_spectra(path, layers=layers, min_evals=min_evals, pool=pool, randomize=randomize,
                              device=device, trust_pickle=trust_pickle, progress=True)
     result = WeightsAnalysis.from_spectra(spectra, source=str(path), strict=strict, keep_spectra=plots)
-    print_weights_table(result.details, result.summary(), title=f"weights of {path}")
+    print_weights_table(result.details, summarize_weights(result.details), title=f"weights of {path}")
     if out is not None:
         result.save(out, format=table_format, figures=plots, title=path.name)
         console.print(f"wrote {out}/ (table, summary{', figures' if plots else ''})", highlight=False)

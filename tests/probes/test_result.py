@@ -16,18 +16,17 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import funnelscope as fs
 from funnelscope.errors import FunnelscopeInputError
+from tests.conftest import gaussian_classification, relu_classifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_data(n: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(n, 6, generator=generator), torch.randint(0, 3, (n,), generator=generator)
+    return gaussian_classification(n, 6)
 
 
 def small_model(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+    return relu_classifier(6, 16, seed=seed)
 
 
 PROBES = {

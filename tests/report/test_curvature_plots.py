@@ -12,18 +12,17 @@ from torch import nn
 import funnelscope as fs
 from funnelscope.report.curvature_plots import plot_hessian, plot_landscape_line, plot_linearity
 from funnelscope.report.plots import EDGE_COLOR, plot_weights_overview
+from tests.conftest import gaussian_classification, relu_classifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data(n: int = 60) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(n, 5, generator=generator), torch.randint(0, 3, (n,), generator=generator)
+    return gaussian_classification(n, 5)
 
 
 def model(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 12), nn.ReLU(), nn.Linear(12, 3))
+    return relu_classifier(5, 12, seed=seed)
 
 
 def test_hessian_figure_draws_the_top_eigenvalues_and_the_rules_edge() -> None:

@@ -4,7 +4,6 @@ caught, and a full-page screenshot is saved. Skipped where no Chromium-family br
 from __future__ import annotations
 
 import base64
-import importlib.util
 import re
 import subprocess
 import sys
@@ -13,19 +12,10 @@ from pathlib import Path
 import pytest
 
 from funnelscope.report.html import write_report
+from tests.conftest import load_script
 from tests.report.test_html import make_fake_study
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "screenshot_report.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("screenshot_report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-screenshot_report = _load_script()
+screenshot_report = load_script("screenshot_report")
 BROWSER = screenshot_report.find_browser()
 needs_browser = pytest.mark.skipif(BROWSER is None, reason="no chromium / google-chrome on PATH")
 
@@ -42,7 +32,7 @@ def test_screenshot_renders_every_figure(report: Path, tmp_path: Path) -> None:
 
     output = tmp_path / "shot.png"
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(report), "--output", str(output)],
+        [sys.executable, screenshot_report.__file__, str(report), "--output", str(output)],
         capture_output=True,
         text=True,
         timeout=300,

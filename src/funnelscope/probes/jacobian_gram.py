@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from funnelscope.errors import FunnelscopeInputError, first_line
+from funnelscope.models.evaluation import MODEL_ERRORS
 from funnelscope.models.outputs import logits_of
 from funnelscope.probes import jacobian_sketch
 from funnelscope.spectra.eigen import add_lower_gram, symmetric_eigenvalues
@@ -69,7 +70,7 @@ class JacobianRows:
         try:
             with torch.no_grad():
                 out = model(first)
-        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
+        except MODEL_ERRORS as err:
             raise FunnelscopeInputError(
                 f"the model rejected inputs of shape {tuple(first.shape)} (examples of shape "
                 f"{tuple(x.shape[1:])}): {first_line(err)}"

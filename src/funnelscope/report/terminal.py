@@ -8,11 +8,14 @@ rich's 80 columns.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from funnelscope.probes.weights import WeightsSummary
 
 __all__ = ["console", "error_console", "format_value", "print_comparison", "print_headline", "print_weights_table"]
 
@@ -42,7 +45,7 @@ def print_comparison(table: pd.DataFrame, *, title: str) -> None:
     console.print(grid)
 
 
-def print_weights_table(details: pd.DataFrame, summary: dict[str, Any], *, title: str) -> None:
+def print_weights_table(details: pd.DataFrame, summary: WeightsSummary, *, title: str) -> None:
     """The per-layer table of the weights probe, and the summary means under it."""
     table = Table(title=title, title_justify="left", header_style="bold")
     for column, justify in (("layer", "left"), ("N×M×rf", "right"), ("α", "right"), ("α̂", "right"),
@@ -62,13 +65,8 @@ def print_weights_table(details: pd.DataFrame, summary: dict[str, Any], *, title
             status,
         )
     console.print(table)
-    excluded = summary.get("excluded") or []
-    note = (f"means over all {summary['layers_used']} layers" if not excluded else
-            f"means over {summary['layers_used']} layers; {len(excluded)} excluded (failed or skipped): "
-            + ", ".join(excluded[:5]) + (", …" if len(excluded) > 5 else ""))
-    means = "  ".join(f"{key}={value:.3f}" for key, value in summary.items()
-                      if isinstance(value, float))
-    console.print(f"[bold]summary[/] ({note}): {means}", highlight=False)
+    means = "  ".join(f"{name}={value:.3f}" for name, value in summary.metrics.items())
+    console.print(f"[bold]summary[/] ({summary.note}): {means}", highlight=False)
 
 
 def print_headline(headline: list[dict[str, str]], *, title: str, footer: str) -> None:
