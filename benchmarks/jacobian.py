@@ -93,7 +93,7 @@ def floor(model, x) -> dict:
 def exact(model, x, **options) -> dict:
     from funnelscope.probes.jacobian import jacobian_spectrum
 
-    summary = jacobian_spectrum(model, x, seed=0, **options).summary()
+    summary = jacobian_spectrum(model, x, seed=0, batch_size=BATCH, **options).summary()  # the floor's batches
     return {key: summary[key] for key in ("method", "lambda_max", "trace", "alpha")}
 
 
