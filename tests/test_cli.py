@@ -104,12 +104,13 @@ def test_help_states_the_defaults_the_api_uses() -> None:
     import click
     import typer
 
-    from funnelscope import cli
+    from funnelscope.cli import common
+    from funnelscope.cli import probes as cli
     from funnelscope.probes.weights import analyze_weights
 
     apis = {"weights": [analyze_weights], "jacobian": [cli.jacobian_spectrum], "hessian": [cli.hessian_spectrum],
             "landscape": [cli.landscape_line, cli.landscape_plane], "linearity": [cli.layer_linearity]}
-    group = typer.main.get_command(cli.app)
+    group = typer.main.get_command(common.app)
     checked = 0
     for name, functions in apis.items():
         command = group.commands[name]

@@ -1,0 +1,5 @@
+"""``python -m funnelscope.cli``."""
+
+from funnelscope.cli import app
+
+app()
