@@ -145,3 +145,15 @@ def test_demo_runs_at_the_tiny_size(tmp_path: Path) -> None:
     assert sorted(runs["label_noise"]) == [0.0, 1.0]
     report = (out / "report.html").read_text()
     assert report.count("<img") >= 4 and "data:image/png;base64" in report
+
+
+def test_weights_of_a_nested_checkpoint_names_where_the_state_dict_was(tmp_path: Path, mlp: torch.nn.Module) -> None:
+    from tests.models.test_sources import chgnet_checkpoint
+
+    path = tmp_path / "chgnet_0.3.0_e29f68s314m37.pth.tar"
+    torch.save(chgnet_checkpoint(mlp), path)
+    result = run_cli("weights", str(path), "--out", str(tmp_path / "out"), "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    assert f"reading state_dict ({path}, at model/state_dict)" in result.stderr
+    table = pd.read_csv(tmp_path / "out" / "weights.csv", dtype={"name": str})
+    assert list(table["name"]) == ["0", "2", "4"]

@@ -25,6 +25,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     np.savez(root / "float_labels.npz", x=x, y=np.linspace(0, 3, 20))
     np.savez(root / "labels_out_of_range.npz", x=x, y=np.full(20, 12))
     (root / "a_file").write_text("not a directory")
+    (root / "random.pt").write_bytes(np.random.default_rng(1).integers(129, 256, 4096, dtype=np.uint8).tobytes())
+    (root / "text.pt").write_text("epoch,loss\n1,0.5\n")
+    (root / "twice").mkdir()
+    for name in ("a.pt", "b.pt"):
+        torch.save({"fc.weight": torch.ones(4, 4)}, root / "twice" / name)
     return {"model": model, "root": root}
 
 
@@ -41,6 +46,9 @@ CASES = {
     "labels out of range": (["hessian", "{model}", "{root}/labels_out_of_range.npz"], ["[0, 10)", "12"]),
     "--out that is a file": (["jacobian", "{model}", "digits", "--out", "{root}/a_file"], ["a_file", "not a dir"]),
     "landscape --points 0": (["landscape", "{model}", "digits", "--points", "0"], ["points=0"]),
+    "random bytes as a .pt": (["weights", "{root}/random.pt"], ["random.pt: not a torch file"]),
+    "a text file as a .pt": (["weights", "{root}/text.pt"], ["text.pt: a text file ('epoch,loss'"]),
+    "one tensor in two files": (["weights", "{root}/twice"], ["'fc.weight' is in both", "a.pt and", "b.pt"]),
     "--set without =": (["study", "labels", "--out", "{root}/study", "--set", "lr"], ["--set expects key=value"]),
     "--set lr=abc": (["study", "labels", "--out", "{root}/study", "--set", "lr=abc"], ['lr="abc"', "a number"]),
     "--set lr=\"fast\"": (["study", "labels", "--out", "{root}/study", "--set", 'lr="fast"'], ["a number"]),

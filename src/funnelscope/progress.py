@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["Advance", "progress_bar"]
+__all__ = ["Advance", "note", "progress_bar"]
 
 Advance = Callable[..., None]
 PLAIN_STEPS = 10  # plain-text mode: a line about every 1/10 of the total …
@@ -56,6 +56,12 @@ def progress_bar(enabled: bool, total: int, label: str, *, completed: int = 0,
         yield lambda steps=1, note="": bar.update(task, advance=steps, note=note)
     finally:
         bar.stop()
+
+
+def note(enabled: bool, text: str) -> None:
+    """One line on stderr beside the progress (what was read, what was assumed) when ``enabled``."""
+    if enabled:
+        print(text, file=sys.stderr, flush=True)
 
 
 def _plain(stream, total: int, label: str, completed: int) -> Advance:

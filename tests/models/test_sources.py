@@ -97,3 +97,120 @@ def test_missing_path_and_unsupported_objects(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(FunnelscopeInputError, match=r"no \.safetensors"):
         open_weights(empty)
+
+
+def chgnet_checkpoint(model: nn.Module) -> dict[str, object]:
+    """The layout of chgnet 0.4.2's pretrained ``chgnet_0.3.0_e29f68s314m37.pth.tar`` (read from the wheel):
+    plain containers around the state dict, and an Adam state holding tensors of its own."""
+    state = model.state_dict()
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 64)).sum().backward()
+    optimizer.step()
+    return {
+        "model": {"state_dict": state, "model_args": {"atom_fea_dim": 64, "composition_model": "MPtrj",
+                                                      "activation": "silu", "non_linearity": None}},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {"T_max": 1000, "eta_min": 1e-5, "base_lrs": [1e-3], "last_epoch": 29},
+        "training_history": {"e": {"train": [0.1, 0.05], "val": [0.2], "test": []}},
+        "trainer_args": {"targets": "efsm", "optimizer": "Adam", "scheduler_params": {}},
+    }
+
+
+def test_chgnet_checkpoint_is_found_at_depth(tmp_path: Path, mlp: nn.Module) -> None:
+    path = tmp_path / "chgnet_0.3.0_e29f68s314m37.pth.tar"
+    torch.save(chgnet_checkpoint(mlp), path)
+    source = open_weights(path)  # weights_only=True: plain containers only
+    assert source.location == "model/state_dict" and source.prefix == ""
+    assert "at model/state_dict" in source.description
+    got = as_dict(source)
+    assert sorted(got) == ["0.weight", "2.weight", "4.weight"]
+    assert torch.equal(got["2.weight"], mlp.state_dict()["2.weight"])
+
+
+def test_optimizer_state_is_never_the_state_dict(mlp: nn.Module) -> None:
+    """A one-layer model's Adam state holds more tensors per parameter (step, exp_avg, exp_avg_sq) than
+    its state dict (weight, bias): the optimizer's subtree is not searched."""
+    layer = nn.Linear(8, 4)
+    checkpoint = chgnet_checkpoint(mlp)
+    checkpoint["model"]["state_dict"] = layer.state_dict()
+    source = open_weights(checkpoint)
+    assert source.location == "model/state_dict"
+    assert [ref.name for ref in source] == ["weight"]
+
+
+def test_lightning_checkpoint_prefix_is_stripped_and_loads_into_the_architecture(tmp_path: Path,
+                                                                                 mlp: nn.Module) -> None:
+    from funnelscope.models.loading import load_model
+
+    state = {f"model.{key}": value for key, value in mlp.state_dict().items()}
+    path = tmp_path / "last.ckpt"
+    torch.save({"epoch": 7, "global_step": 700, "pytorch-lightning_version": "2.4.0", "state_dict": state,
+                "optimizer_states": [], "lr_schedulers": [], "callbacks": {}}, path)
+    source = open_weights(path)
+    assert (source.location, source.prefix) == ("state_dict", "model.")
+    assert "prefix 'model.' stripped" in source.description
+    assert [ref.name for ref in source] == ["0.weight", "2.weight", "4.weight"]
+    loaded = load_model("tests.conftest:small_mlp", weights=path)
+    assert torch.equal(loaded.state_dict()["4.weight"], mlp.state_dict()["4.weight"])
+
+
+def test_prefix_is_kept_when_the_architecture_names_it(tmp_path: Path) -> None:
+    from funnelscope.models.loading import load_model
+
+    wrapped = nn.Module()
+    wrapped.model = nn.Linear(3, 2)
+    path = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": wrapped.state_dict()}, path)
+    assert open_weights(path).prefix == "model."
+    loaded = load_model("tests.models.test_sources:wrapped_linear", weights=path)
+    assert torch.equal(loaded.model.weight, wrapped.model.weight)
+
+
+def wrapped_linear() -> nn.Module:
+    """A module whose only child is called ``model``: its own state dict names begin with ``model.``."""
+    module = nn.Module()
+    module.model = nn.Linear(3, 2)
+    return module
+
+
+def test_ddp_prefixes_are_stripped_repeatedly_and_only_when_shared() -> None:
+    weight = torch.ones(3, 3)
+    assert open_weights({"module.model.fc.weight": weight}).prefix == "module.model."
+    mixed = open_weights({"module.fc.weight": weight, "head.weight": weight})
+    assert mixed.prefix == "" and [ref.name for ref in mixed] == ["module.fc.weight", "head.weight"]
+
+
+def test_checkpoint_without_tensors_lists_its_keys(tmp_path: Path) -> None:
+    path = tmp_path / "args_only.pt"
+    torch.save({"epoch": 3, "config": {"width": 8}}, path)
+    with pytest.raises(FunnelscopeInputError, match=r"args_only\.pt: holds no tensors at any depth "
+                                                    r"\(top-level keys: epoch, config\)"):
+        open_weights(path)
+
+
+def test_same_tensor_in_two_files_of_a_directory(tmp_path: Path, mlp: nn.Module) -> None:
+    state = dict(mlp.state_dict())
+    torch.save({"0.weight": state["0.weight"], "2.weight": state["2.weight"]}, tmp_path / "a.pt")
+    torch.save({"2.weight": state["2.weight"] * 2}, tmp_path / "b.pt")
+    with pytest.raises(FunnelscopeInputError, match=r"'2\.weight' is in both .*a\.pt and .*b\.pt"):
+        open_weights(tmp_path)
+    safetensors_dir = tmp_path / "st"
+    safetensors_dir.mkdir()
+    save_file({"0.weight": state["0.weight"]}, str(safetensors_dir / "x.safetensors"))
+    save_file({"0.weight": state["0.weight"]}, str(safetensors_dir / "y.safetensors"))
+    with pytest.raises(FunnelscopeInputError, match=r"'0\.weight' is in both .*x\.safetensors and .*y\.safet"):
+        open_weights(safetensors_dir)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (bytes(range(7, 256)) * 8, r"random\.pt: not a torch file \(neither a zip archive nor a pickle; starts "
+                               r"with 07 08 09 0a\)"),
+    (b"hello world, not a model\n", r"random\.pt: a text file \('hello world, not a model'…\), not a torch"),
+    (b"", r"random\.pt: empty file"),
+])
+def test_files_that_are_not_torch_files(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "random.pt"
+    path.write_bytes(content)
+    for trust_pickle in (False, True):
+        with pytest.raises(FunnelscopeInputError, match=message):
+            open_weights(path, trust_pickle=trust_pickle)

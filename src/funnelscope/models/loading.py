@@ -115,6 +115,8 @@ def _from_factory(spec: str, weights: str | Path | None, kwargs: dict, trust_pic
     source = open_weights(weights, trust_pickle=trust_pickle, matrices_only=False)
     state = {ref.name: ref.load() for ref in source}
     full = model.state_dict()
+    if source.prefix and not set(state) <= set(full):  # the architecture's own names begin with the prefix
+        state = {source.prefix + name: tensor for name, tensor in state.items()}
     missing = sorted(set(full) - set(state))
     unexpected = sorted(set(state) - set(full))
     if missing or unexpected:

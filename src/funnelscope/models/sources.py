@@ -9,7 +9,8 @@ what                                      how it is read
 ``torch.nn.Module``                       parameters of Linear, Embedding, Conv1d/2d/3d, Hugging Face Conv1D
                                           and any other module's 2-D ``weight``
 ``Mapping[str, Tensor]`` (a state_dict)   every tensor whose key ends in ``weight`` (or every ≥2-D tensor
-                                          when no key does)
+                                          when no key does); a training checkpoint's state dict is found at
+                                          any depth (:func:`find_state_dict`)
 ``.safetensors`` file                     memory-mapped header, one tensor at a time
 directory                                 ``model.safetensors.index.json`` (sharded) or ``*.safetensors``; else
                                           ``pytorch_model.bin.index.json`` / ``*.bin`` / ``*.pt``; a Hugging
@@ -18,6 +19,9 @@ directory                                 ``model.safetensors.index.json`` (shar
                                           through ``torch.jit.load``; a full pickled module only with
                                           ``trust_pickle=True``
 ========================================  ===================================================================
+
+A file that is neither a zip archive nor a pickle (random bytes, text) is refused before ``torch.load``
+sees it. Tensor names held by two files of a directory are an error naming both files.
 
 Anything unreadable raises :class:`~funnelscope.errors.FunnelscopeInputError` naming the file and the problem.
 """
@@ -76,10 +80,23 @@ class TensorRef:
 
 @dataclass(frozen=True)
 class WeightSource:
-    """An ordered collection of weight tensors, with a description of where they came from."""
+    """An ordered collection of weight tensors, with a description of where they came from.
+
+    Attributes
+    ----------
+    description : str
+        What was opened, e.g. ``state_dict (ckpt.pt, at model/state_dict, prefix 'module.' stripped)``.
+    tensors : tuple of TensorRef
+    location : str
+        Key path of the state dict inside a checkpoint (``model/state_dict``); empty when it is the top level.
+    prefix : str
+        The prefix stripped from every name (``module.`` of DDP, ``model.`` of Lightning); empty when none.
+    """
 
     description: str
     tensors: tuple[TensorRef, ...]
+    location: str = ""
+    prefix: str = ""
 
     def __iter__(self) -> Iterator[TensorRef]:
         return iter(self.tensors)
@@ -114,7 +131,7 @@ def open_weights(source: object, *, trust_pickle: bool = False, matrices_only: b
     """
     if isinstance(source, nn.Module):
         if not matrices_only:
-            return _from_state_dict(dict(source.state_dict()), "<module>", matrices_only=False)
+            return _from_state_dict(dict(source.state_dict()), "<module>", matrices_only=False, strip_prefix=False)
         return _from_module(source, "<module>")
     if isinstance(source, Mapping):
         return _from_state_dict(source, "<state_dict>", matrices_only=matrices_only)
@@ -188,26 +205,84 @@ def _weight_keys(keys: list[str], shapes: Mapping[str, tuple[int, ...]], matrice
     return named if any(key.endswith("weight") for key in keys) else matrices
 
 
-def _from_state_dict(state_dict: Mapping[str, object], origin: str, *, matrices_only: bool = True) -> WeightSource:
-    state_dict = _unwrap_checkpoint(state_dict)
-    tensors = {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
+def _from_state_dict(state_dict: Mapping[str, object], origin: str, *, matrices_only: bool = True,
+                     strip_prefix: bool = True) -> WeightSource:
+    """A state dict's weight tensors; a checkpoint's state dict is found first (:func:`find_state_dict`) and,
+    with ``strip_prefix`` (not for a module's own state dict), its wrapper prefix (:func:`common_prefix`)
+    stripped."""
+    location, tensors = find_state_dict(state_dict)
     if not tensors:
-        raise FunnelscopeInputError(f"{origin}: holds no tensors")
+        keys = ", ".join(map(str, list(state_dict)[:8])) + (", …" if len(state_dict) > 8 else "")
+        raise FunnelscopeInputError(f"{origin}: holds no tensors at any depth (top-level keys: {keys or 'none'})")
+    prefix = common_prefix(list(tensors)) if strip_prefix else ""
+    tensors = {key[len(prefix):]: value for key, value in tensors.items()}
     shapes = {key: tuple(value.shape) for key, value in tensors.items()}
     refs = []
     for key in _weight_keys(list(tensors), shapes, matrices_only):
         kind = kind_from_shape(shapes[key]) or "tensor"
         refs.append(TensorRef(key, shapes[key], kind, origin, _constant(tensors[key])))
-    return WeightSource(f"state_dict ({origin})", tuple(refs))
+    where = "".join([f", at {location}" if location else "", f", prefix {prefix!r} stripped" if prefix else ""])
+    return WeightSource(f"state_dict ({origin}{where})", tuple(refs), location=location, prefix=prefix)
 
 
-def _unwrap_checkpoint(obj: Mapping[str, object]) -> Mapping[str, object]:
-    """Training checkpoints often nest the weights: ``{"state_dict": ...}`` or ``{"model": ...}``."""
-    for key in ("state_dict", "model_state_dict", "model", "module"):
-        inner = obj.get(key) if isinstance(obj, Mapping) else None
-        if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
-            return inner
-    return obj
+STRIPPED_PREFIXES = ("module.", "model.")  # DDP / DataParallel wrap the model as .module; Lightning as .model
+_SKIPPED_KEYS = ("optim", "sched")  # optimizer and scheduler state: per-parameter dicts of tensors, not weights
+
+
+def find_state_dict(checkpoint: object) -> tuple[str, dict[str, torch.Tensor]]:
+    """The state dict inside a (possibly nested) checkpoint: the mapping holding the most tensors.
+
+    Searched at any depth through mappings, lists and tuples, in order (the first of equal size wins), but
+    not under keys containing ``optim`` or ``sched`` (an optimizer's per-parameter state is a dict of
+    tensors too). chgnet's ``{"model": {"state_dict": …, "model_args": …}, "optimizer": …}`` gives
+    ``model/state_dict``; Lightning's ``{"state_dict": …, "epoch": …}`` gives ``state_dict``.
+
+    Returns
+    -------
+    location : str
+        The key path, ``/``-separated (empty for the top level).
+    tensors : dict
+        Its tensor values under string keys (empty when the checkpoint holds no tensor).
+
+    >>> find_state_dict({"epoch": 3, "model": {"state_dict": {"w": torch.ones(2, 2)}, "args": {}}})[0]
+    'model/state_dict'
+    """
+    best: tuple[str, dict[str, torch.Tensor]] = ("", {})
+    pending: list[tuple[str, object]] = [("", checkpoint)]
+    seen: set[int] = set()
+    while pending:
+        path, node = pending.pop(0)
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Mapping):
+            tensors = {str(k): v for k, v in node.items() if isinstance(v, torch.Tensor)}
+            if len(tensors) > len(best[1]):
+                best = (path, tensors)
+            children = [(str(k), v) for k, v in node.items()
+                        if not any(word in str(k).lower() for word in _SKIPPED_KEYS)]
+        elif isinstance(node, (list, tuple)):
+            children = [(str(i), v) for i, v in enumerate(node)]
+        else:
+            continue
+        pending.extend((f"{path}/{key}" if path else key, value) for key, value in children
+                       if isinstance(value, (Mapping, list, tuple)))
+    return best
+
+
+def common_prefix(names: list[str]) -> str:
+    """The wrapper prefixes (:data:`STRIPPED_PREFIXES`, repeated: ``module.model.``) that every name shares.
+
+    >>> common_prefix(["module.fc.weight", "module.fc.bias"]), common_prefix(["model.a", "b"])
+    ('module.', '')
+    """
+    prefix = ""
+    while True:
+        rest = [name[len(prefix):] for name in names]
+        step = next((p for p in STRIPPED_PREFIXES if all(r.startswith(p) and len(r) > len(p) for r in rest)), None)
+        if step is None or not names:
+            return prefix
+        prefix += step
 
 
 def _from_safetensors(
@@ -221,7 +296,11 @@ def _from_safetensors(
             with safe_open(str(path), framework="pt", device="cpu") as handle:
                 for key in handle.keys():
                     shape = tuple(handle.get_slice(key).get_shape())
+                    if order is None and key in located:  # an index names the shard of each tensor
+                        raise _duplicate(key, located[key][0], path)
                     located[key] = (path, shape)
+        except FunnelscopeInputError:
+            raise
         except Exception as error:
             raise FunnelscopeInputError(f"{path}: not a readable safetensors file ({first_line(error)})") from error
         _check_safetensors_size(path)
@@ -237,6 +316,10 @@ def _from_safetensors(
         refs.append(TensorRef(key, shape, kind, str(path), _safetensors_loader(path, key)))
     origin = str(paths[0] if len(paths) == 1 else paths[0].parent)
     return WeightSource(f"safetensors ({origin}, {len(paths)} file{'s' * (len(paths) > 1)})", tuple(refs))
+
+
+def _duplicate(name: str, first: Path | str, second: Path | str) -> FunnelscopeInputError:
+    return FunnelscopeInputError(f"tensor {name!r} is in both {first} and {second}: keep one of the files")
 
 
 def _check_safetensors_size(path: Path) -> None:
@@ -284,10 +367,13 @@ def _from_directory(directory: Path, *, trust_pickle: bool, matrices_only: bool)
     )
     if not torch_files:
         raise FunnelscopeInputError(f"{directory}: no .safetensors, .bin or .pt weights in this directory")
-    refs: list[TensorRef] = []
+    refs: dict[str, TensorRef] = {}
     for path in torch_files:
-        refs.extend(_from_torch_file(path, trust_pickle=trust_pickle, matrices_only=matrices_only).tensors)
-    return WeightSource(f"torch files ({directory}, {len(torch_files)} files)", tuple(refs))
+        for ref in _from_torch_file(path, trust_pickle=trust_pickle, matrices_only=matrices_only):
+            if ref.name in refs:
+                raise _duplicate(ref.name, refs[ref.name].origin, path)
+            refs[ref.name] = ref
+    return WeightSource(f"torch files ({directory}, {len(torch_files)} files)", tuple(refs.values()))
 
 
 def _from_torch_file(path: Path, *, trust_pickle: bool, matrices_only: bool = True) -> WeightSource:
@@ -297,13 +383,14 @@ def _from_torch_file(path: Path, *, trust_pickle: bool, matrices_only: bool = Tr
         )
     obj = load_torch_file(path, trust_pickle=trust_pickle)
     if isinstance(obj, torch.jit.ScriptModule):
-        return _from_state_dict(dict(obj.state_dict()), str(path), matrices_only=matrices_only)
+        return _from_state_dict(dict(obj.state_dict()), str(path), matrices_only=matrices_only, strip_prefix=False)
     if isinstance(obj, nn.Module):
         if not matrices_only:
-            return _from_state_dict(dict(obj.state_dict()), str(path), matrices_only=False)
+            return _from_state_dict(dict(obj.state_dict()), str(path), matrices_only=False, strip_prefix=False)
         return _from_module(obj, str(path))
-    if isinstance(obj, Mapping):
-        return _from_state_dict(obj, str(path), matrices_only=matrices_only)
+    if isinstance(obj, (Mapping, list, tuple)):
+        return _from_state_dict(obj if isinstance(obj, Mapping) else {"": obj}, str(path),
+                                matrices_only=matrices_only)
     raise FunnelscopeInputError(f"{path}: holds a {type(obj).__name__}, not a model or a state_dict")
 
 
@@ -317,6 +404,7 @@ def load_torch_file(path: Path, *, trust_pickle: bool) -> object:
     FunnelscopeInputError
         An unreadable archive or file, or a pickle without ``trust_pickle``.
     """
+    _check_torch_format(path)
     if _is_torchscript(path):
         try:
             return torch.jit.load(str(path), map_location="cpu")
@@ -336,6 +424,30 @@ def load_torch_file(path: Path, *, trust_pickle: bool) -> object:
         return torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as inner:
         raise FunnelscopeInputError(f"{path}: cannot unpickle ({first_line(inner)})") from inner
+
+
+def _check_torch_format(path: Path) -> None:
+    """Refuse what ``torch.save`` never writes: a torch file is a zip archive or (the legacy format) a pickle
+    of protocol ≥ 2, whose first byte is ``0x80``.
+
+    Raises
+    ------
+    FunnelscopeInputError
+        An empty file, a text file, or other bytes.
+    """
+    with path.open("rb") as stream:
+        head = stream.read(512)
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":
+        return
+    if not head:
+        raise FunnelscopeInputError(f"{path}: empty file, not a torch file")
+    text = head.decode("utf-8", errors="replace")
+    if "\x00" not in text and text.count("\ufffd") <= 3:  # a character cut at byte 512 is not binary
+        start = text.strip().splitlines()[0][:40] if text.strip() else ""
+        raise FunnelscopeInputError(f"{path}: a text file ({start!r}…), not a torch file (torch.save writes a zip "
+                                    "archive)")
+    raise FunnelscopeInputError(f"{path}: not a torch file (neither a zip archive nor a pickle; starts with "
+                                f"{head[:4].hex(' ')})")
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -36,7 +36,7 @@ from funnelscope.probes.describe import layer_row, select_layers
 from funnelscope.probes.result import ProbeResult
 from funnelscope.probes.weight_deltas import check_derivation, derive_source
 from funnelscope.probes.weight_tail import fit_tail, tail_options
-from funnelscope.progress import progress_bar
+from funnelscope.progress import note, progress_bar
 from funnelscope.spectra.eigen import gram_eigenvalues
 from funnelscope.spectra.marchenko_pastur import MarchenkoPasturFit, fit_marchenko_pastur
 from funnelscope.spectra.metrics import esd_metrics
@@ -274,6 +274,8 @@ def weight_spectra(
     source = open_weights(model_or_path, trust_pickle=trust_pickle)
     source = derive_source(model_or_path, source, base_model=base_model, peft=peft, trust_pickle=trust_pickle)
     refs = select_layers(list(source), layers, source.description)
+    if source.location or source.prefix:
+        note(progress, f"reading {source.description}")
     target = resolve_device(device, model_or_path if isinstance(model_or_path, torch.nn.Module) else None)
     generator = torch.Generator().manual_seed(seed)
     options = {"tail": tail, "eig_method": eig_method}
