@@ -171,12 +171,14 @@ def plot_eigenvalue_strips(groups: dict[str, np.ndarray], *, ylabel: str, title:
 
 
 @styled
-def plot_esd_overlay(esds: dict[str, dict[str, np.ndarray]], *, title: str = "") -> Figure:
+def plot_esd_overlay(esds: dict[str, dict[str, np.ndarray]], *, title: str = "", xlabel: str = "eigenvalue λ = σ²",
+                     panel: str = "layer {}", size: tuple[float, float] = (3.6, 3.0)) -> Figure:
     """One panel per layer: the ESDs of several solutions as log-binned step histograms.
 
-    ``esds`` maps a layer name to ``{solution label: eigenvalues}``.
+    ``esds`` maps a layer name to ``{solution label: eigenvalues}``; ``panel`` formats a panel's title from the
+    layer name (``"{}"``: the name alone); ``size`` is a panel's width and height in inches.
     """
-    figure, axes = _grid(len(esds), width=3.6, height=3.0, max_cols=3)
+    figure, axes = _grid(len(esds), width=size[0], height=size[1], max_cols=3)
     for ax, (layer, series) in zip(axes, esds.items(), strict=True):
         for index, (label, values) in enumerate(series.items()):
             positive = np.asarray(values)[np.asarray(values) > 1e-8]
@@ -184,7 +186,7 @@ def plot_esd_overlay(esds: dict[str, dict[str, np.ndarray]], *, title: str = "")
                 bins = np.geomspace(positive.min(), positive.max(), min(40, max(8, len(positive) // 3)))
                 ax.hist(positive, bins=bins, density=True, histtype="step", lw=1.6,
                         color=SERIES_COLORS[index % len(SERIES_COLORS)], label=label)
-        ax.set(xscale="log", yscale="log", xlabel="eigenvalue λ = σ²", ylabel="density", title=f"layer {layer}")
+        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="density", title=panel.format(layer))
         ax.legend(fontsize=7, loc="lower left")
     if title:
         figure.suptitle(title)
@@ -268,9 +270,9 @@ def plot_estimates(frame: pd.DataFrame, *, truth: str, estimate: str, group: str
 
 @styled
 def plot_rank_scatter(runs: pd.DataFrame, metrics: Sequence[tuple[str, str]], target: str, *, target_label: str,
-                      hue: str | None = None, title: str = "") -> Figure:
+                      hue: str | None = None, labels: str | None = None, title: str = "") -> Figure:
     """Each metric against ``target`` over the runs, Kendall's τ and Spearman's ρ in each panel's title;
-    colour by ``hue`` when given."""
+    colour by ``hue`` when given, each point annotated with its ``labels`` column when given."""
     from scipy.stats import kendalltau, spearmanr
 
     shown = [(c, n) for c, n in metrics if c in runs and runs[c].notna().sum() >= 3]
@@ -281,6 +283,11 @@ def plot_rank_scatter(runs: pd.DataFrame, metrics: Sequence[tuple[str, str]], ta
             part = runs if value is None else runs[runs[hue] == value]
             ax.scatter(part[column], part[target], s=16, alpha=0.75, color=SERIES_COLORS[index % len(SERIES_COLORS)],
                        label=None if value is None else f"{hue}={value:g}" if isinstance(value, float) else value)
+            if labels is not None:
+                for x, y, text in zip(part[column], part[target], part[labels], strict=True):
+                    if np.isfinite(x) and np.isfinite(y):
+                        ax.annotate(str(text), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6,
+                                    alpha=0.8)
         valid = runs[[column, target]].dropna()
         tau = kendalltau(valid[column], valid[target]).statistic
         rho = spearmanr(valid[column], valid[target]).statistic

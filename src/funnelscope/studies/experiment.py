@@ -149,38 +149,38 @@ def train_run(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def _weights(model: torch.nn.Module, run_dir: Path) -> dict[str, float]:
-    from funnelscope.probes.weights import analyze_weights, summarize_weights
+    from funnelscope.probes.weights import analyze_weights
+    from funnelscope.studies.series import weight_metrics
 
     details = analyze_weights(model, device="cpu")
     details.to_parquet(run_dir / "weights.parquet", index=False)
-    metrics = summarize_weights(details).metrics
-    names = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank")
-    return {f"{name}_mean": float(metrics.get(name, math.nan)) for name in names}
+    return weight_metrics(details)
 
 
 def _jacobian(model: torch.nn.Module, data: LabelledData, spec: dict[str, Any], run_dir: Path) -> dict[str, float]:
     from funnelscope.probes.jacobian import jacobian_spectrum
+    from funnelscope.studies.series import jacobian_metrics
 
     spectrum = jacobian_spectrum(model, data, seed=spec["seed"], device="cpu")
     summary = spectrum.summary()
     spectrum.to_frame().to_parquet(run_dir / "jacobian.parquet", index=False)
     pd.DataFrame({"eigenvalue": spectrum.eigenvalues}).to_parquet(run_dir / "jacobian_eigenvalues.parquet")
     pd.DataFrame([summary]).to_parquet(run_dir / "jacobian_summary.parquet", index=False)
-    keys = ("alpha", "lambda_max", "trace", "effective_rank", "stable_rank", "offdiag_ratio")
-    out = {f"jac_{key}": float(summary[key]) if summary[key] is not None else math.nan for key in keys}
+    out = jacobian_metrics(summary)
     out["jac_diagonal_median"] = float(np.median(spectrum.diagonal))
     return out
 
 
 def _hessian(model: torch.nn.Module, data: LabelledData, spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     from funnelscope.probes.hessian import hessian_spectrum
+    from funnelscope.studies.series import hessian_metrics
 
     k = spec["hessian_top_k"]
     result = hessian_spectrum(model, data, top_k=k, trace=True, seed=spec["seed"], device="cpu")
     top = np.sort(np.asarray(result.top_eigenvalues, dtype=np.float64))[::-1]
     pd.DataFrame({"rank": np.arange(1, len(top) + 1), "eigenvalue": top}).to_parquet(run_dir / "hessian.parquet")
-    out: dict[str, Any] = {f"hessian_top{i + 1}": float(top[i]) if i < len(top) else math.nan for i in range(k)}
-    out["hessian_trace"] = float(result.trace) if result.trace is not None else math.nan
+    out: dict[str, Any] = {f"hessian_top{i + 1}": math.nan for i in range(k)}
+    out.update(hessian_metrics(top, result.trace))
     # outliers: the count above the bulk (None when the probe could not tell); -1 keeps the column integer
     out["hessian_outliers"] = int(result.outliers) if result.outliers is not None else -1
     out["hessian_status"] = "ok"

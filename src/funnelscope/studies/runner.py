@@ -36,6 +36,7 @@ RUN_KINDS = {
     "train": "funnelscope.studies.experiment:train_run",
     "pareto": "funnelscope.studies.calibration:pareto_run",
     "matrix": "funnelscope.studies.calibration:matrix_run",
+    "pretrained": "funnelscope.studies.pretrained_series:measure_run",
 }
 
 
@@ -79,15 +80,15 @@ def execute_run(spec: dict[str, Any], study_dir: str) -> dict[str, Any]:
     return {**spec, **results, "seconds": seconds}
 
 
-def completed_runs(study_dir: str | Path) -> pd.DataFrame:
-    """The rows of ``runs.parquet`` (an empty frame when there is none yet)."""
-    path = Path(study_dir) / "runs.parquet"
+def completed_runs(study_dir: str | Path, *, table: str = "runs") -> pd.DataFrame:
+    """The rows of ``<table>.parquet`` (an empty frame when there is none yet)."""
+    path = Path(study_dir) / f"{table}.parquet"
     return pd.read_parquet(path) if path.exists() else pd.DataFrame({"run_id": pd.Series([], dtype=str)})
 
 
-def write_runs_table(study_dir: str | Path, rows: list[dict[str, Any]]) -> Path:
-    """Write ``runs.parquet`` atomically (a temporary file beside it, then ``os.replace``)."""
-    return write_table(pd.DataFrame(rows), Path(study_dir) / "runs", "parquet")
+def write_runs_table(study_dir: str | Path, rows: list[dict[str, Any]], *, table: str = "runs") -> Path:
+    """Write ``<table>.parquet`` atomically (a temporary file beside it, then ``os.replace``)."""
+    return write_table(pd.DataFrame(rows), Path(study_dir) / table, "parquet")
 
 
 def run_all(
@@ -98,6 +99,7 @@ def run_all(
     ray_address: str | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
+    table: str = "runs",
 ) -> pd.DataFrame:
     """Execute the runs not yet in ``runs.parquet`` and return the whole table, in the order of ``specs``.
 
@@ -117,6 +119,9 @@ def run_all(
         saved rows stay).
     progress : bool
         Show a progress bar on stderr.
+    table : str
+        The table's file stem (``<table>.parquet`` in ``study_dir``): ``runs`` for the studies, ``series``
+        for :func:`funnelscope.analyze_series`.
 
     Raises
     ------
@@ -129,7 +134,7 @@ def run_all(
     if workers < 1:
         raise FunnelscopeInputError(f"--workers must be at least 1, got {workers}")
     study_dir = Path(study_dir)
-    done = completed_runs(study_dir)
+    done = completed_runs(study_dir, table=table)
     rows = [row for row in done.to_dict("records") if row["run_id"] in set(ids)]
     finished = {row["run_id"] for row in rows}
     pending = [spec for spec in specs if spec["run_id"] not in finished]
@@ -145,7 +150,7 @@ def run_all(
             for row in results:
                 rows.append(row)
                 rows.sort(key=lambda r: order[r["run_id"]])
-                write_runs_table(study_dir, rows)
+                write_runs_table(study_dir, rows, table=table)
                 advance(note=f"last: {row['run_id']} ({row['seconds']:.0f} s)")
                 if on_result is not None:
                     on_result(row)

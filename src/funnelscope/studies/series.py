@@ -25,21 +25,53 @@ from funnelscope.errors import FunnelscopeInputError
 from funnelscope.studies.common import base_settings, fmt, training_spec
 from funnelscope.studies.study import StudyDefinition, StudyOutputs
 
-__all__ = ["SERIES_METRICS", "SERIES_TARGETS", "add_rank_correlations", "rank_correlations", "spearman_p_value"]
+__all__ = ["SERIES_METRICS", "SERIES_TARGETS", "add_rank_correlations", "hessian_metrics", "jacobian_metrics",
+           "rank_correlations", "spearman_p_value", "weight_metrics"]
 
 SERIES_METRICS = (
     ("alpha_mean", "weights α (mean)"),
     ("alpha_weighted_mean", "weights α̂ (mean)"),
     ("log_norm_mean", "log₁₀‖W‖²_F (mean)"),
     ("log_spectral_norm_mean", "log₁₀ λ_max(W) (mean)"),
+    ("log_alpha_norm_mean", "log₁₀ α-norm (mean)"),
     ("jac_alpha", "Jacobian α"),
     ("jac_lambda_max", "Jacobian λ_max"),
     ("jac_trace", "Jacobian trace"),
     ("jac_effective_rank", "Jacobian effective rank"),
+    ("jac_stable_rank", "Jacobian stable rank"),
+    ("jac_diagonal_alpha", "Jacobian diagonal α"),
+    ("jac_offdiag_ratio", "Jacobian off-diagonal ratio"),
     ("hessian_top1", "Hessian λ_1"),
     ("hessian_trace", "Hessian trace"),
 )
 SERIES_TARGETS = (("test_accuracy", "test accuracy"), ("gap", "generalisation gap"))
+
+#: The weight summary's means (:func:`funnelscope.summarize_weights`) that become ``<name>_mean`` columns.
+WEIGHT_KEYS = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "log_alpha_norm", "stable_rank")
+#: The Jacobian summary's keys (:meth:`funnelscope.JacobianSpectrum.summary`) that become ``jac_<key>`` columns.
+JACOBIAN_KEYS = ("alpha", "lambda_max", "trace", "effective_rank", "stable_rank", "offdiag_ratio", "diagonal_alpha")
+
+
+def weight_metrics(details: pd.DataFrame) -> dict[str, float]:
+    """The series columns of a weights table (:func:`funnelscope.analyze_weights`): ``<key>_mean`` for every
+    key of :data:`WEIGHT_KEYS`, the means over the layers whose fit succeeded (NaN when none did)."""
+    from funnelscope.probes.weights import summarize_weights
+
+    metrics = summarize_weights(details).metrics
+    return {f"{key}_mean": float(metrics.get(key, np.nan)) for key in WEIGHT_KEYS}
+
+
+def jacobian_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The series columns of a Jacobian summary: ``jac_<key>`` for every key of :data:`JACOBIAN_KEYS`."""
+    return {f"jac_{key}": float(summary[key]) if summary[key] is not None else np.nan for key in JACOBIAN_KEYS}
+
+
+def hessian_metrics(top_eigenvalues: np.ndarray, trace: float | None) -> dict[str, float]:
+    """The series columns of a Hessian result: ``hessian_top<i>`` (descending) and ``hessian_trace``."""
+    top = np.sort(np.asarray(top_eigenvalues, dtype=np.float64))[::-1]
+    out = {f"hessian_top{i + 1}": float(value) for i, value in enumerate(top)}
+    out["hessian_trace"] = float(trace) if trace is not None else np.nan
+    return out
 
 
 EXACT_SPEARMAN_UP_TO = 8  # n! orderings enumerated for the exact p-value (40 320 at n = 8)
