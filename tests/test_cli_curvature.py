@@ -98,3 +98,11 @@ def test_bad_inputs(tmp_path: Path, scripted_models: list[Path]) -> None:
     assert_user_error(run_cli("linearity", str(narrow), "digits", "--out", str(out)), "rejected inputs of shape")
     assert not out.exists()
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_linearity_of_a_torchscript_file(tmp_path: Path, scripted_models: list[Path]) -> None:
+    out = tmp_path / "out"
+    result = run_cli("linearity", str(scripted_models[0]), "digits", "--n", "100", "--out", str(out), "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(out / "m0" / "linearity.csv", dtype={"layer": str})
+    assert list(frame["layer"]) == ["2", "4"] and (frame["kind"] == "ReLU").all() and (frame["n"] == 100).all()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.linear_model import LinearRegression
@@ -114,3 +115,60 @@ def test_errors() -> None:
         layer_linearity(nn.Sequential(nn.Linear(3, 2), nn.ReLU()), torch.randn(5, 4))
     with pytest.raises(FunnelscopeInputError, match="max_features=0"):
         layer_linearity(nn.Sequential(nn.Linear(3, 2), nn.ReLU()), torch.randn(5, 3), max_features=0)
+
+
+class Nested(nn.Module):
+    """Activation modules at depth and a functional ReLU inside a submodule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten())
+        self.head = FunctionalNet()
+        self.proj = nn.Linear(108, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.proj(self.block(x)))
+
+
+class TwoFunctional(nn.Module):
+    """Two functional ReLUs: torch.fx names them ``relu`` and ``relu_1``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(torch.relu(self.fc2(nn.functional.relu(self.fc1(x)))))
+
+
+@pytest.mark.parametrize(("build", "shape", "layers"), [
+    (FunctionalNet, (90, 6), ["relu", "leaky"]),
+    (Nested, (90, 1, 8, 8), ["block.1", "relu", "head.leaky"]),
+    (TwoFunctional, (90, 6), ["relu", "relu_1"]),
+    (lambda: nn.Sequential(nn.Linear(6, 9), nn.PReLU(), nn.Linear(9, 2)), (90, 6), ["1"]),
+])
+def test_torchscript_model_gives_the_eager_frame(build: object, shape: tuple[int, ...], layers: list[str]) -> None:
+    """A scripted model takes no hooks and no fx tracing: its inlined graph is observed, with the eager
+    model's layer names and values."""
+    torch.manual_seed(0)
+    model = build().eval()
+    x = torch.randn(*shape)
+    eager = layer_linearity(model, x, batch_size=32).to_frame()
+    scripted = layer_linearity(torch.jit.script(model), x, batch_size=32).to_frame()
+    assert list(eager["layer"]) == layers
+    pd.testing.assert_frame_equal(scripted, eager)
+
+
+def test_torchscript_model_whose_activations_sit_in_control_flow() -> None:
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if bool(x.sum() > 0):
+                return torch.relu(self.fc(x))
+            return self.fc(x)
+
+    with pytest.raises(FunnelscopeInputError, match=r"TorchScript model: .*\(1 inside if/for blocks"):
+        layer_linearity(torch.jit.script(Branchy()), torch.randn(8, 4))

@@ -23,7 +23,8 @@ functional forms) applied to pre-activations ``z_{ij}`` of examples ``i = 1…n`
   get NaN (``skipped``).
 
 Activations are found by tracing the model with :mod:`torch.fx` (modules and functional calls alike); a model
-that cannot be traced falls back to forward hooks on activation modules.
+that cannot be traced falls back to forward hooks on activation modules. A TorchScript model takes neither:
+its inlined graph is observed instead (:mod:`funnelscope.probes.script_activations`).
 
 References
 ----------
@@ -41,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.fx
 from torch import nn
 
 from funnelscope.data import read_data
@@ -49,6 +51,7 @@ from funnelscope.models.evaluation import evaluating
 from funnelscope.models.outputs import logits_of
 from funnelscope.options import DEFAULT_BATCH_SIZE, check_bool, check_int, resolve_device
 from funnelscope.probes.result import ProbeResult
+from funnelscope.probes.script_activations import scripted_runner
 from funnelscope.progress import progress_bar
 
 __all__ = ["COLUMNS", "LayerLinearity", "layer_linearity"]
@@ -233,10 +236,11 @@ class _Recorder:
 
 
 def _runner(model: nn.Module, recorder: _Recorder) -> Callable[[torch.Tensor], Any]:
-    """A callable running ``model`` that reports activation calls to ``recorder`` (fx, else hooks)."""
+    """A callable running ``model`` that reports activation calls to ``recorder`` (fx, else hooks; the graph
+    of a TorchScript model)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return scripted_runner(model, recorder.record)
     try:
-        import torch.fx
-
         graph_module = torch.fx.symbolic_trace(model)
     except Exception:
         return _hooked(model, recorder)
@@ -279,7 +283,7 @@ def _hooked(model: nn.Module, recorder: _Recorder) -> Callable[[torch.Tensor], A
 
         try:
             handles += [module.register_forward_pre_hook(keep), module.register_forward_hook(hook)]
-        except Exception:  # TorchScript modules take no hooks
+        except Exception:  # a module that takes no hooks
             continue
 
     def run(batch: torch.Tensor) -> Any:
