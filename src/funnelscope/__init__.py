@@ -1,7 +1,8 @@
 """funnelscope: spectra of trained neural networks.
 
 Weight ESDs and their power-law tails, the data Jacobian Gram, Hessian spectra and loss landscapes; studies
-that train small models and run these probes (``run_study(get_study("labels"), out)``), and their HTML report.
+that train small models and run these probes (``run_study(get_study("labels"), out)``); a series of pretrained
+models ranked by their spectra (``analyze_series(models, data, out=…)``); and their HTML report.
 Importing the package configures nothing (no logging, no warnings filters, no pyplot) and imports no matplotlib.
 """
 
@@ -27,6 +28,7 @@ from funnelscope.spectra.marchenko_pastur import MarchenkoPasturFit, fit_marchen
 from funnelscope.spectra.phases import classify_phase
 from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
 from funnelscope.studies.catalog import STUDIES, get_study
+from funnelscope.studies.pretrained_series import SeriesResult, analyze_series
 from funnelscope.studies.study import StudyResult, run_study
 
 __all__ = [
@@ -43,9 +45,11 @@ __all__ = [
     "MarchenkoPasturFit",
     "PowerLawFit",
     "ProbeResult",
+    "SeriesResult",
     "StudyResult",
     "WeightsAnalysis",
     "WeightsSummary",
+    "analyze_series",
     "analyze_weights",
     "classify_phase",
     "compare",

@@ -7,7 +7,7 @@ prints one line naming the file and the problem and exits with code 2, without a
 checked before any computation and written only once everything succeeded.
 """
 
-from funnelscope.cli import probes, studies  # noqa: F401  (registers the commands)
+from funnelscope.cli import probes, series, studies  # noqa: F401  (registers the commands)
 from funnelscope.cli.common import app
 
 main = app  # the ``funnelscope`` console script

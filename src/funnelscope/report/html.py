@@ -521,7 +521,7 @@ def render_report(study: StudyContents, *, title: str | None = None, max_rows: i
         "<header>",
         f"<h1>{_esc(page_title)}</h1>",
         f'<div class="meta"><span>study <span class="badge">{_esc(study.name)}</span></span>{started}{status}'
-        f"<span>{len(study.runs) if study.runs is not None else 0} runs</span></div>",
+        + (f"<span>{len(study.runs)} runs</span>" if study.runs is not None else "") + "</div>",
         '<nav class="toc">' + "".join(f'<a href="#{a}">{_esc(n)}</a>' for a, n in toc) + "</nav>",
         "</header>",
     ]
