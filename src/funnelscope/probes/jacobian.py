@@ -18,17 +18,20 @@ an empirical study", ICLR 2018) found to track generalisation. The probe reports
 fit (Clauset, Shalizi & Newman 2009), the diagonal's distribution and fit, ranks, the off-diagonal mass and,
 with labels, per-class structure and the link of ``M_ii`` to confidence and correctness.
 
-Routes (``summary()["method"]`` says which ran: ``<rows>[+jl(p=…)]/<solver>``):
+Routes (``summary()["method"]`` says which ran: ``<rows>[+jl(p=…)]/<solver>``), chosen under a memory budget
+``max_memory`` (default: half the available memory of the device) by their predicted peaks
+(:mod:`funnelscope.probes.jacobian_routes`):
 
-* ``exact``: the rows ``∇_x f_c(x_i)`` by the sum trick — in eval mode examples do not interact, so the
+* rows ``exact``: ``∇_x f_c(x_i)`` by the sum trick — in eval mode examples do not interact, so the
   gradient of ``Σ_i f_c(x_i)`` with respect to the batch holds every example's row — one forward and ``k``
   backward passes per batch (``k − 1`` for probabilities), no per-example loop.
-* ``sketch``: ``m`` Rademacher output probes instead of the ``k`` classes (unbiased, ``m`` backward passes;
-  :mod:`funnelscope.probes.jacobian_sketch`), optionally with a CountSketch (sparse Johnson–Lindenstrauss
-  projection) of the input side.
-* solvers: ``primal`` (``M``, n × n) or ``dual`` (``ΦᵀΦ``, r × r, for ``r < n`` feature columns), solved
-  densely in float64; ``lanczos`` for large ``n``: top eigenvalues by Lanczos, the bulk by stochastic
-  Lanczos quadrature.
+* rows ``sketch``: ``m`` Rademacher output probes instead of the ``k`` classes (unbiased, ``m`` backward
+  passes; :mod:`funnelscope.probes.jacobian_sketch`), only when ``m`` is below the exact route's count of
+  directions; optionally with a CountSketch (sparse Johnson–Lindenstrauss projection) of the input side.
+* solvers: ``primal`` (``M``, n × n) or ``dual`` (``ΦᵀΦ``, r × r), exact float64 eigen-solves, whichever is
+  predicted cheaper among those that fit; ``streamed`` (:mod:`funnelscope.probes.jacobian_streamed`) when
+  neither fits: the rows cached once (memory or a temporary file), top eigenvalues by randomised block
+  Krylov, the bulk by stochastic Lanczos quadrature, the trace exact.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from torch import nn
 
 from funnelscope.data import read_data
 from funnelscope.errors import FunnelscopeInputError
+from funnelscope.memory import default_budget, parse_memory
 from funnelscope.models.evaluation import evaluating
 from funnelscope.options import (
     DEFAULT_BATCH_SIZE,
@@ -55,13 +59,9 @@ from funnelscope.options import (
     resolve_device,
 )
 from funnelscope.probes import jacobian_sketch
-from funnelscope.probes.jacobian_gram import (
-    GramSolution,
-    JacobianRows,
-    solve_dual,
-    solve_implicit,
-    solve_primal,
-)
+from funnelscope.probes.jacobian_gram import GramSolution, JacobianRows, solve_dual, solve_primal
+from funnelscope.probes.jacobian_routes import RoutePlan, Shape, choose_route, plan_routes
+from funnelscope.probes.jacobian_streamed import solve_streamed
 from funnelscope.probes.result import ProbeResult
 from funnelscope.progress import progress_bar
 from funnelscope.spectra.lanczos import SpectralDensity
@@ -72,18 +72,19 @@ __all__ = ["SUMMARY_KEYS", "JacobianSpectrum", "jacobian_spectrum"]
 
 OUTPUTS = ("probs", "logits", "log_probs")
 METHODS = ("exact", "sketch", "auto")
-SOLVERS = ("auto", "dense", "lanczos")
+SOLVERS = ("auto", "dense", "primal", "dual", "streamed")
 WRT = ("inputs", "params")
 SUMMARY_KEYS = ("n", "k", "d", "method", "lambda_max", "trace", "alpha", "xmin", "D", "stable_rank",
                 "effective_rank", "matrix_rank", "offdiag_ratio", "diagonal_alpha", "accuracy",
                 "spearman_confidence", "spearman_p_value", "mean_diagonal_correct", "mean_diagonal_incorrect",
-                "auroc_incorrect")
+                "auroc_incorrect", "max_memory", "predicted_peak_bytes", "approximate", "lambda_max_error",
+                "alpha_error", "effective_rank_error", "offdiag_ratio_error")
 
 DEFAULT_PROBES = 32
 AUTO_SKETCH_ABOVE_K = 64  # method="auto": output probes when k > 64
 AUTO_PROJECT_ABOVE_D = 16384  # method="sketch"/"auto": CountSketch the input side when d > 16384 …
 AUTO_PROJECT_DIM = 1024  # … to 1024 coordinates
-DENSE_LIMIT = 4096  # solver="auto": dense eigen-solve when min(n, r) ≤ 4096 (or method="exact")
+APPROXIMATE = "lambda_max,eigenvalues,alpha,xmin,D,stable_rank,effective_rank,offdiag_ratio"  # streamed
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,9 +158,16 @@ class JacobianSpectrum(ProbeResult):
         :meth:`confidence_relation`.
 
         ``trace = Σ M_ii``; ``stable_rank = trace/λ_max``; ``effective_rank = exp(−Σ p log p)``, ``p = λ/Σλ``;
-        ``matrix_rank = #{λ > zero_tolerance}`` (NaN for the lanczos solver); ``offdiag_ratio =
+        ``matrix_rank = #{λ > zero_tolerance}`` (NaN for the streamed solver); ``offdiag_ratio =
         ‖M − diag M‖_F / ‖M‖_F`` (0: no correlation between examples; near 1: the correlations dominate);
         ``diagonal_alpha``: the power-law exponent of the diagonal ``M_ii`` (NaN when it cannot be fitted).
+
+        The route: ``max_memory`` (the budget, bytes), ``predicted_peak_bytes`` (the chosen route's prediction),
+        ``approximate`` (the quantities that are estimates: empty for the exact routes; for the streamed route
+        everything of the spectrum, while the trace, the diagonal, the class sums and the confidence relation
+        are exact on every route) and error estimates ``lambda_max_error`` (the Ritz error bound, absolute),
+        ``alpha_error``, ``effective_rank_error``, ``offdiag_ratio_error`` (jackknife over the quadrature
+        probes), all 0 for the exact routes.
         """
         summary = dict(self.metrics)
         summary["diagonal_alpha"] = self.diagonal_fit.alpha if self.diagonal_fit is not None else np.nan
@@ -264,6 +272,7 @@ def jacobian_spectrum(
     probes: int | None = None,
     project: int | None = None,
     solver: str = "auto",
+    max_memory: int | str | None = None,
     wrt: str = "inputs",
     keep_gram: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -288,7 +297,9 @@ def jacobian_spectrum(
         ``f = softmax(logits)``, the logits, or ``log_softmax(logits)``.
     method : {"exact", "sketch", "auto"}
         Rows from the ``k`` classes (exact), or from ``probes`` Rademacher output probes (unbiased sketch);
-        ``auto``: exact when ``k ≤ 64``, else the sketch.
+        ``auto``: exact when ``k ≤ 64``, else the sketch. Probes are never used when they are not fewer than
+        the exact directions (``k``, ``k − 1`` for probabilities): exact rows are then cheaper and exact
+        (``method="sketch"`` is an error there).
     probes : int, optional
         Output probes ``m`` of the sketch (default 32); only with ``method="sketch"`` or ``"auto"``.
     seed : int or None, default 0
@@ -306,12 +317,19 @@ def jacobian_spectrum(
     project : int, optional
         CountSketch the ``d`` side of every row to ``project`` coordinates (unbiased: ``E[M̂] = M``). Default:
         none for ``method="exact"``; for ``sketch``/``auto``, 1024 coordinates when ``d > 16384``.
-    solver : {"auto", "dense", "lanczos"}
-        ``dense``: float64 eigen-solve of the smaller of ``M`` and ``ΦᵀΦ``; ``lanczos``: Lanczos top
-        eigenvalues and a quadrature bulk from the stored rows. ``auto``: dense for ``method="exact"``, for
-        ``keep_gram`` or when ``min(n, r) ≤ 4096`` (``r`` = rows × d columns of ``Φ``), else lanczos.
+    solver : {"auto", "dense", "primal", "dual", "streamed"}
+        ``primal``/``dual``: exact float64 eigen-solve of ``M`` (n × n) or ``ΦᵀΦ`` (r × r); ``dense``: the one
+        of them predicted cheaper; ``streamed``: rows cached once, top eigenvalues by block Krylov, the bulk by
+        quadrature (:mod:`funnelscope.probes.jacobian_streamed`). ``auto``: the exact route of least
+        predicted cost that fits ``max_memory``, else the streamed one.
+    max_memory : int or str, optional
+        The memory budget of the route on the compute device: bytes, or a size such as ``"4GiB"`` or
+        ``"500MB"``. Default: half of the device's available memory (:func:`funnelscope.memory.default_budget`:
+        ``MemAvailable`` of ``/proc/meminfo``, or CUDA's free memory). Every route predicts its peak before it
+        starts; a route that does not fit is not taken, and a budget that none fits is an error naming the
+        smallest that would.
     progress : bool
-        A progress bar over the backward passes on stderr.
+        Progress bars on stderr: the backward passes, then (streamed route) the passes over the cached rows.
 
     Returns
     -------
@@ -332,24 +350,21 @@ def jacobian_spectrum(
     so ``𝟙ᵀJ = 0``: one backward pass and ``d`` columns fewer, the same ``M``); or, in expectation, ``m``
     Rademacher probes ``v/√m``. With ``q`` directions and ``r = q·d'`` feature columns (``d' = project`` or ``d``):
 
-    * primal (``r ≥ n`` or ``keep_gram``): each pass over the data keeps the rows of as many directions as
-      fit in ``ROW_BUFFER_BYTES`` (1 GiB), and ``M += G Gᵀ`` is accumulated in float64 on and below the
-      diagonal blocks. Peak memory: ``16n²`` bytes (``M`` and one ``n × n`` temporary, for the mirror and
-      again inside the eigen-solve) + ``max(1 GiB, n·d'·s)`` for the rows + one batch's activations. On the
-      CPU the row buffer is float64 (``s = 8``: rows are converted as they are copied in, and ``dsyrk`` reads
-      the buffer in place); on an accelerator it has the model's dtype (``s`` bytes per element) and is
-      converted a 128 MiB float64 column chunk at a time. ``⌈q·n·d'·s / 1 GiB⌉`` passes, ``q`` backward
-      passes per batch in all, never all of 𝒥 at once when it exceeds 1 GiB.
-    * dual (``r < n``): one pass; ``ΦᵀΦ`` accumulated batch by batch: ``16r²`` bytes, plus ``8·L·r`` for the
-      class sums of ``L`` label classes and ``8·b·r`` for a batch; ``M_ii`` are the rows' squared norms.
-    * lanczos: one pass storing ``Φ`` (``n·r·s`` bytes, at most ``FEATURE_BYTES`` = 4 GiB, else an error
-      suggesting ``project``), then 80 block products with 8 quadrature probes (basis: ``8·80·min(n, r)·8``
-      bytes). Eigenvalues: the converged top Ritz values, then quantiles of the quadrature density
-      (approximate), ``matrix_rank`` NaN, ``‖M‖_F²`` estimated (Hutchinson).
+    * primal: each pass over the data keeps the rows of as many directions as the budget allows, and
+      ``M += G Gᵀ`` is accumulated in float64 on and below the diagonal (``dsyrk``), mirrored in place and
+      solved in place. Peak: ``8n²`` bytes (``16n²`` with ``keep_gram``) + the rows of a pass + one batch's
+      activations. On the CPU the row buffer is float64 (rows are converted as they are copied in, and
+      ``dsyrk`` reads the buffer in place); on an accelerator it has the model's dtype.
+    * dual: one pass; ``ΦᵀΦ`` accumulated batch by batch: ``8r²`` bytes, plus ``8·L·r`` for the class sums of
+      ``L`` label classes and ``8·b·r`` for a batch; ``M_ii`` are the rows' squared norms.
+    * streamed: one pass storing ``Φ`` (``n·r·s`` bytes: on the device, in host memory, else in a temporary
+      file read back in blocks), then block Krylov and quadrature products
+      (:mod:`funnelscope.probes.jacobian_streamed`, which documents how α and the ranks are obtained).
+      ``matrix_rank`` is NaN there.
 
-    The primal/dual/lanczos choice and the row count ``q`` (``k`` or ``m``) set the cost: ``q`` backward
-    passes over the data, ``n²·r`` (primal) or ``n·r²`` (dual) float64 multiply-adds, and an eigen-solve of
-    size ``min(n, r)``.
+    The route and the row count ``q`` (``k`` or ``m``) set the cost: ``q`` backward passes over the data,
+    ``n²·r/2`` (primal) or ``n·r²`` (dual) float64 multiply-adds and an eigen-solve of size ``n`` or ``r``,
+    or ``4·n·r`` multiply-adds per streamed product column.
 
     The eigen-solve is float64. Eigenvalues at or below ``zero_tolerance = λ_max·N·max(ε₆₄, ε²)``, with
     ``N = max(n, r)`` and ``ε`` the machine epsilon of the rows' dtype, are numerical zeros: rounding the
@@ -379,7 +394,9 @@ def jacobian_spectrum(
     .. [3] M. F. Hutchinson, "A stochastic estimator of the trace of the influence matrix for Laplacian
        smoothing splines", Comm. Statist. Simul. Comput. 18(3), 1989 (the output probes).
     .. [4] S. Ubaru, J. Chen, Y. Saad, "Fast estimation of tr(f(A)) via stochastic Lanczos quadrature",
-       SIAM J. Matrix Anal. Appl. 38(4), 2017 (the lanczos solver's bulk).
+       SIAM J. Matrix Anal. Appl. 38(4), 2017 (the streamed route's bulk).
+    .. [5] C. Musco, C. Musco, "Randomized block Krylov methods for stronger and faster approximate singular
+       value decomposition", NeurIPS 2015 (the streamed route's top eigenvalues).
     """
     check_choice("output", output, OUTPUTS)
     check_choice("method", method, METHODS)
@@ -389,30 +406,37 @@ def jacobian_spectrum(
     batch_size = check_int("batch_size", batch_size)
     project = check_int("project", project, optional=True)
     check_bool("progress", progress)
+    budget = None if max_memory is None else parse_memory(max_memory)
     if probes is not None and method == "exact":
         raise FunnelscopeInputError(f"probes={probes} applies to method='sketch' or 'auto', not 'exact'")
-    if check_bool("keep_gram", keep_gram) and solver == "lanczos":
-        raise FunnelscopeInputError("keep_gram=True needs the dense solver, not solver='lanczos'")
+    if check_bool("keep_gram", keep_gram) and solver in ("dual", "streamed"):
+        raise FunnelscopeInputError(f"keep_gram=True needs the primal solver, not solver={solver!r}")
     if not isinstance(model, nn.Module):
         raise FunnelscopeInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     generator = make_generator(seed)
     batches = read_data(data, batch_size=batch_size)
     x, targets = batches.inputs(), batches.targets()
     target = resolve_device(device, model)
+    budget = default_budget(target) if budget is None else budget
 
     with evaluating(model, target):
         engine = JacobianRows(model, x, output=output, wrt=wrt, batch_size=batch_size, device=target)
         n, k, d = engine.n, engine.k, engine.dim
         engine.labels = _check_labels(targets, n, k) if targets is not None else None
-        sketched = method == "sketch" or (method == "auto" and k > AUTO_SKETCH_ABOVE_K)
+        engine.keep_gram = keep_gram
+        exact_count = k - 1 if output == "probs" else k
+        m = probes or DEFAULT_PROBES
+        if method == "sketch" and m >= exact_count:
+            raise FunnelscopeInputError(f"probes={m} output probes are not fewer than the {exact_count} exact "
+                                        "directions: use method='exact' (cheaper, and exact)")
+        sketched = method == "sketch" or (method == "auto" and k > AUTO_SKETCH_ABOVE_K and m < exact_count)
         if sketched:
-            m = probes or DEFAULT_PROBES
             directions, route = jacobian_sketch.output_probes(k, m, generator), f"sketch(m={m})"
         elif output == "probs":  # Σ_c f_c = 1, so 𝟙ᵀJ(x) = 0: k − 1 directions spanning 𝟙⊥ give the same M
             directions, route = _sum_zero_basis(k), "exact"
         else:
             directions, route = torch.eye(k, dtype=torch.float64), "exact"
-        if project is None and method != "exact" and d > AUTO_PROJECT_ABOVE_D:
+        if project is None and sketched and d > AUTO_PROJECT_ABOVE_D:
             project = AUTO_PROJECT_DIM
         if project is not None:
             if project >= d:
@@ -421,18 +445,34 @@ def jacobian_spectrum(
             route += f"+jl(p={project})"
         width = project or d
         r = len(directions) * width
-        if solver == "auto":
-            dense = method == "exact" or keep_gram or min(n, r) <= DENSE_LIMIT
-            solver = "dense" if dense else "lanczos"
-        if solver == "dense":
-            solver = "primal" if keep_gram or r >= n else "dual"
+        shape = Shape(n=n, q=len(directions), w=width, itemsize=torch.empty(0, dtype=engine.dtype).element_size(),
+                      activations=engine.activation_bytes(), batch=engine.batch_size,
+                      classes=0 if engine.labels is None else int(np.unique(engine.labels).size),
+                      keep_gram=keep_gram, accelerator=target.type != "cpu")
+        host = budget if target.type == "cpu" else default_budget("cpu")
+        plan = choose_route(plan_routes(shape, budget, host_budget=host), solver, budget, shape=shape)
         directions = directions.to(target, engine.dtype)
-        run = {"primal": solve_primal, "dual": solve_dual, "lanczos": solve_implicit}[solver]
-        passes = -(-n // engine.batch_size) * len(directions)
-        with progress_bar(progress, passes, "Jacobian rows (backward passes)") as advance:
-            engine.on_rows = advance
-            solved = run(engine, directions, width, int(torch.randint(0, 2**62, (1,), generator=generator)))
-    return _result(engine, solved, method=f"{route}/{solver}", output=output, wrt=wrt, r=r, keep_gram=keep_gram)
+        start_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        solved = _solve(engine, directions, width, plan, seed=start_seed, progress=progress)
+    label = plan.solver if plan.exact else f"streamed({plan.cache})"
+    return _result(engine, solved, method=f"{route}/{label}", output=output, wrt=wrt, r=r, keep_gram=keep_gram,
+                   plan=plan, budget=budget)
+
+
+def _solve(engine: JacobianRows, directions: torch.Tensor, width: int, plan: RoutePlan, *, seed: int,
+           progress: bool) -> GramSolution:
+    """Run the planned route, with its progress bars."""
+
+    def bar(total: int, label: str) -> Any:
+        return progress_bar(progress, total, label)
+
+    if plan.solver == "streamed":
+        return solve_streamed(engine, directions, width, plan, seed=seed, bar=bar)
+    run = solve_primal if plan.solver == "primal" else solve_dual
+    passes = -(-engine.n // engine.batch_size) * len(directions)
+    with bar(passes, "Jacobian rows (backward passes)") as advance:
+        engine.on_rows = advance
+        return run(engine, directions, width, plan)
 
 
 def _sum_zero_basis(k: int) -> torch.Tensor:
@@ -454,18 +494,26 @@ def _sum_zero_basis(k: int) -> torch.Tensor:
 
 
 def _result(engine: JacobianRows, solved: GramSolution, *, method: str, output: str, wrt: str, r: int,
-            keep_gram: bool) -> JacobianSpectrum:
+            keep_gram: bool, plan: RoutePlan, budget: int) -> JacobianSpectrum:
     values, diagonal = solved.eigenvalues, solved.diagonal
     lambda_max = float(values[0]) if values.size else 0.0
     N = max(engine.n, r)
     eps = float(torch.finfo(engine.dtype).eps)
     tolerance = lambda_max * N * max(float(np.finfo(np.float64).eps), eps**2)
+    details = solved.details or {}
+    tolerance = float(details.get("zero_tolerance", tolerance))
     fit = _fit(values, tolerance)
     diagonal_fit = _fit(diagonal, 0.0)
     trace = float(diagonal.sum())
     diagonal_sq = float(np.sum(diagonal**2))
     frobenius_sq = max(solved.frobenius_sq, diagonal_sq)
     positive = values[values > tolerance]
+    effective_rank = esd_metrics(positive, N=N)["effective_rank"] if positive.size else np.nan
+    offdiag = math.sqrt((frobenius_sq - diagonal_sq) / frobenius_sq) if frobenius_sq > 0 else np.nan
+    errors = solved.errors or {}
+    frobenius_error = errors.get("frobenius_sq", 0.0)
+    # offdiag = √(1 − Σd²/F): d offdiag / dF = Σd² / (2 F² offdiag)
+    offdiag_error = diagonal_sq * frobenius_error / (2 * frobenius_sq**2 * offdiag) if offdiag > 0 else np.nan
     metrics = {
         "n": engine.n,
         "k": engine.k,
@@ -477,9 +525,17 @@ def _result(engine: JacobianRows, solved: GramSolution, *, method: str, output: 
         "xmin": fit.xmin if fit else np.nan,
         "D": fit.D if fit else np.nan,
         "stable_rank": trace / lambda_max if lambda_max > 0 else np.nan,
-        "effective_rank": esd_metrics(positive, N=N)["effective_rank"] if positive.size else np.nan,
+        "effective_rank": solved.effective_rank if solved.effective_rank is not None else effective_rank,
         "matrix_rank": int(positive.size) if solved.exact else np.nan,
-        "offdiag_ratio": math.sqrt((frobenius_sq - diagonal_sq) / frobenius_sq) if frobenius_sq > 0 else np.nan,
+        "offdiag_ratio": offdiag,
+        "max_memory": int(budget),
+        "predicted_peak_bytes": int(plan.peak_bytes),
+        "approximate": _approximate(method, solved.exact),
+        "lambda_max_error": errors.get("lambda_max", 0.0),
+        "alpha_error": errors.get("alpha", 0.0),
+        "effective_rank_error": errors.get("effective_rank", 0.0),
+        "offdiag_ratio_error": offdiag_error if errors else 0.0,
+        **{f"streamed_{key}": value for key, value in details.items() if key != "zero_tolerance"},
     }
     labels = engine.labels
     arrays = [values, diagonal, engine.predicted, engine.confidence]
@@ -510,6 +566,12 @@ def _result(engine: JacobianRows, solved: GramSolution, *, method: str, output: 
         density=solved.density,
         metrics=metrics,
     )
+
+
+def _approximate(method: str, exact: bool) -> str:
+    """The summary's ``approximate``: what is an estimate (empty: nothing)."""
+    rows = "" if method.startswith("exact/") else "M (sketched rows: every quantity)"
+    return ", ".join(part for part in (rows, "" if exact else APPROXIMATE) if part)
 
 
 def _fit(values: np.ndarray, min_value: float) -> PowerLawFit | None:

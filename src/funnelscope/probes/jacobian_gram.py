@@ -18,7 +18,11 @@ the parameters are shared).
   ``ROW_BUFFER_BYTES``; ``M`` accumulated in float64 on and below the diagonal blocks.
 * :func:`solve_dual` (r × r, for ``r < n``): ``ΦᵀΦ = Σ_batches Φ_bᵀΦ_b`` in one pass, the diagonal
   ``M_ii = ‖φ_i‖²`` and the class sums ``S_a = Σ_{i∈a} φ_i`` (so ``Σ_{i∈a,j∈b} M_ij = S_a·S_b``) on the way.
-* :func:`solve_implicit`: ``Φ`` stored, the spectrum from products (Lanczos and quadrature).
+* the streamed route (:mod:`funnelscope.probes.jacobian_streamed`): ``Φ`` cached, the spectrum from products.
+
+Finiteness is checked on the diagonal alone: a NaN or infinite entry of a row makes its ``M_ii = ‖φ_i‖²``
+non-finite, and ``|M_ij| ≤ √(M_ii M_jj)`` bounds the rest (a full ``isfinite`` of an ``n × n`` matrix would
+allocate another ``n²`` bytes).
 """
 
 from __future__ import annotations
@@ -35,14 +39,14 @@ from funnelscope.errors import FunnelscopeInputError, first_line
 from funnelscope.models.evaluation import MODEL_ERRORS
 from funnelscope.models.outputs import logits_of
 from funnelscope.probes import jacobian_sketch
+from funnelscope.probes.jacobian_routes import RoutePlan
 from funnelscope.spectra.eigen import add_lower_gram, symmetric_eigenvalues
 from funnelscope.spectra.lanczos import SpectralDensity
 
-__all__ = ["GramSolution", "JacobianRows", "solve_dual", "solve_implicit", "solve_primal"]
+__all__ = ["GramSolution", "JacobianRows", "check_finite", "class_index", "solve_dual", "solve_primal"]
 
-ROW_BUFFER_BYTES = 1 << 30  # primal route: rows of as many directions per pass as fit in 1 GiB
-FEATURE_BYTES = 4 << 30  # implicit route: the stored feature rows Φ
-_CHUNK_ELEMENTS = 1 << 24
+_MIRROR_BLOCK = 1024  # rows of M mirrored at a time
+_MEASURED_EXAMPLES = 4  # examples of the first batch whose saved activations are measured
 
 
 class JacobianRows:
@@ -66,6 +70,7 @@ class JacobianRows:
         self.labels: np.ndarray | None = None
         self.on_rows: Callable[[], None] = lambda: None  # called once per backward pass (a progress bar)
         self.sketch: jacobian_sketch.CountSketch | None = None
+        self.keep_gram = False  # the primal route keeps a copy of M
         first = self._batch(0, self.batch_size)
         try:
             with torch.no_grad():
@@ -88,6 +93,29 @@ class JacobianRows:
         self.predicted = np.zeros(self.n, dtype=np.int64)
         self.confidence = np.zeros(self.n)
         self.loss = np.zeros(self.n)
+
+    def activation_bytes(self) -> int:
+        """Bytes one batch's forward keeps for the backward passes, measured: the tensors autograd saves
+        (``torch.autograd.graph.saved_tensors_hooks``, each storage counted once) on the first few examples,
+        scaled to the batch, doubled for the gradients of the backward pass, plus the batch's input."""
+        count = min(self.batch_size, _MEASURED_EXAMPLES)
+        xb = self._batch(0, count)
+        seen: dict[int, int] = {}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            storage = tensor.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+            return tensor
+
+        if self.wrt == "inputs":
+            xb.requires_grad_(True)
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+                _transform(self._forward(xb), self.output)
+        saved = sum(seen.values()) / count
+        per_example = 2 * saved + xb[0].numel() * xb.element_size()
+        if self.wrt == "params":
+            per_example += 8 * self.dim  # vmap's per-example gradients
+        return int(per_example * self.batch_size)
 
     def _batch(self, start: int, stop: int) -> torch.Tensor:
         dtype = self.dtype if self.x.is_floating_point() else self.x.dtype
@@ -187,18 +215,20 @@ class GramSolution:
     gram: torch.Tensor | None = None
     density: SpectralDensity | None = None
     exact: bool = True
+    effective_rank: float | None = None  # an estimate replacing the one from ``eigenvalues`` (streamed route)
+    errors: dict[str, float] | None = None  # error estimates of the approximate quantities
+    details: dict[str, object] | None = None  # route details for the summary (products, cache, …)
 
 
-def solve_primal(engine: JacobianRows, directions: torch.Tensor, width: int, seed: int) -> GramSolution:
-    """``M`` (n × n) from passes over the data, each keeping the rows of a group of directions."""
-    del seed  # deterministic
+def solve_primal(engine: JacobianRows, directions: torch.Tensor, width: int, plan: RoutePlan) -> GramSolution:
+    """``M`` (n × n) from passes over the data, each keeping the rows of ``plan.directions_per_pass``
+    directions; with ``keep_gram`` a copy of ``M`` is kept, else the eigen-solve overwrites it."""
     n = engine.n
     # On the CPU the buffer is float64, so the rows are converted as they are copied in and dsyrk reads the
     # buffer in place (a separate conversion pass cost about a tenth of the route); an accelerator keeps the
     # model's dtype and converts column chunks (its memory is scarcer, its conversions cheap).
     dtype = torch.float64 if engine.device.type == "cpu" else engine.dtype
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    per_pass = max(1, ROW_BUFFER_BYTES // max(1, n * width * itemsize))
+    per_pass = max(1, plan.directions_per_pass)
     gram = torch.zeros(n, n, dtype=torch.float64, device=engine.device)
     for first in range(0, len(directions), per_pass):
         group = directions[first : first + per_pass]
@@ -207,25 +237,39 @@ def solve_primal(engine: JacobianRows, directions: torch.Tensor, width: int, see
             rows[start : start + block.shape[0], j * width : (j + 1) * width] = block
         add_lower_gram(gram, rows)
         del rows
-    gram.tril_()
-    gram.add_(gram.tril(-1).mT)  # mirror the lower triangle: one n × n temporary
-    _check_finite(gram)
-    values = symmetric_eigenvalues(gram).clamp_min(0.0).flip(0).cpu().numpy()
+    _mirror_lower(gram)
+    diagonal = gram.diagonal().clone()
+    check_finite(diagonal)
     class_gram = None
     if engine.labels is not None:
         onehot = _onehot(engine.labels, engine.device)
         class_gram = (onehot.T @ (gram @ onehot)).cpu().numpy()
-    return GramSolution(values, gram.diagonal().cpu().numpy(), float((gram * gram).sum()), class_gram, gram=gram)
+    frobenius_sq = float(torch.linalg.vector_norm(gram)) ** 2
+    kept = gram.clone() if engine.keep_gram else None
+    values = symmetric_eigenvalues(gram, overwrite=True).clamp_min(0.0).flip(0).cpu().numpy()
+    del gram
+    return GramSolution(values, diagonal.cpu().numpy(), frobenius_sq, class_gram, gram=kept)
 
 
-def solve_dual(engine: JacobianRows, directions: torch.Tensor, width: int, seed: int) -> GramSolution:
+def _mirror_lower(gram: torch.Tensor) -> None:
+    """Copy the lower triangle onto the upper one in place, a block of rows at a time (no ``n × n``
+    temporary)."""
+    n = gram.shape[0]
+    for top in range(0, n, _MIRROR_BLOCK):
+        bottom = min(n, top + _MIRROR_BLOCK)
+        gram[top:bottom, bottom:] = gram[bottom:, top:bottom].T
+        square = gram[top:bottom, top:bottom]
+        square.copy_(square.tril() + square.tril(-1).T)
+
+
+def solve_dual(engine: JacobianRows, directions: torch.Tensor, width: int, plan: RoutePlan) -> GramSolution:
     """``ΦᵀΦ`` (r × r, r < n) accumulated batch by batch in one pass; ``M``'s other ``n − r`` eigenvalues
     are zero."""
-    del seed  # deterministic
+    del plan  # one pass, nothing to choose
     n, r = engine.n, len(directions) * width
     dual = torch.zeros(r, r, dtype=torch.float64, device=engine.device)
     diagonal = torch.zeros(n, dtype=torch.float64, device=engine.device)
-    labels = None if engine.labels is None else _class_index(engine.labels, engine.device)
+    labels = None if engine.labels is None else class_index(engine.labels, engine.device)
     sums = None if labels is None else torch.zeros(int(labels.max()) + 1, r, dtype=torch.float64,
                                                    device=engine.device)
     block = None
@@ -238,57 +282,25 @@ def solve_dual(engine: JacobianRows, directions: torch.Tensor, width: int, seed:
             diagonal[start : start + block.shape[0]] = (block * block).sum(1)
             if sums is not None:
                 sums.index_add_(0, labels[start : start + block.shape[0]], block)
-    _check_finite(dual)
-    values = symmetric_eigenvalues(dual).clamp_min(0.0).flip(0).cpu().numpy()
-    values = np.concatenate([values, np.zeros(n - r)])
+    del block
+    check_finite(diagonal)
     class_gram = None if sums is None else (sums @ sums.T).cpu().numpy()
-    return GramSolution(values, diagonal.cpu().numpy(), float((dual * dual).sum()), class_gram)
+    frobenius_sq = float(torch.linalg.vector_norm(dual)) ** 2
+    values = symmetric_eigenvalues(dual, overwrite=True).clamp_min(0.0).flip(0).cpu().numpy()
+    values = np.concatenate([values, np.zeros(n - r)])
+    return GramSolution(values, diagonal.cpu().numpy(), frobenius_sq, class_gram)
 
 
-def solve_implicit(engine: JacobianRows, directions: torch.Tensor, width: int, seed: int) -> GramSolution:
-    """``Φ`` stored (at most ``FEATURE_BYTES``), the spectrum by Lanczos and quadrature (``seed``: the
-    quadrature's start vectors)."""
-    n, r = engine.n, len(directions) * width
-    itemsize = torch.empty(0, dtype=engine.dtype).element_size()
-    if n * r * itemsize > FEATURE_BYTES:
-        fit = max(1, FEATURE_BYTES // (n * len(directions) * itemsize))
-        raise FunnelscopeInputError(
-            f"the lanczos solver keeps the n×r = {n}×{r} feature rows ({n * r * itemsize / 2**30:.1f} GiB > "
-            f"{FEATURE_BYTES / 2**30:.0f} GiB): pass project={fit} or fewer (or fewer probes / examples)"
-        )
-    features = torch.empty(n, r, dtype=engine.dtype, device=engine.device)
-    for start, j, rows in engine.batches(directions, record=True):
-        features[start : start + rows.shape[0], j * width : (j + 1) * width] = rows
-    _check_finite(features)
-    diagonal = torch.zeros(n, dtype=torch.float64, device=engine.device)
-    class_gram = None
-    labels = None if engine.labels is None else _class_index(engine.labels, engine.device)
-    sums_gram = None if labels is None else torch.zeros(int(labels.max()) + 1, int(labels.max()) + 1,
-                                                        dtype=torch.float64, device=engine.device)
-    step = max(1, _CHUNK_ELEMENTS // n)
-    for first in range(0, r, step):
-        chunk = features[:, first : first + step].to(torch.float64)
-        diagonal += (chunk * chunk).sum(1)
-        if sums_gram is not None:
-            sums = torch.zeros(sums_gram.shape[0], chunk.shape[1], dtype=torch.float64, device=engine.device)
-            sums.index_add_(0, labels, chunk)
-            sums_gram += sums @ sums.T
-    if sums_gram is not None:
-        class_gram = sums_gram.cpu().numpy()
-    implicit = jacobian_sketch.implicit_spectrum(features, seed=seed)
-    return GramSolution(implicit.eigenvalues, diagonal.cpu().numpy(), implicit.frobenius_sq, class_gram,
-                        density=implicit.density, exact=False)
-
-
-def _check_finite(matrix: torch.Tensor) -> None:
-    if not bool(torch.isfinite(matrix).all()):
+def check_finite(diagonal: torch.Tensor) -> None:
+    """A :class:`FunnelscopeInputError` unless every ``M_ii`` is finite (which bounds every ``M_ij``)."""
+    if not bool(torch.isfinite(diagonal).all()):
         raise FunnelscopeInputError("the Jacobian is not finite: the model's gradients overflow on these inputs")
 
 
-def _class_index(labels: np.ndarray, device: torch.device) -> torch.Tensor:
+def class_index(labels: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.unique(labels, return_inverse=True)[1].reshape(-1), device=device)
 
 
 def _onehot(labels: np.ndarray, device: torch.device) -> torch.Tensor:
-    index = _class_index(labels, device)
+    index = class_index(labels, device)
     return torch.nn.functional.one_hot(index, int(index.max()) + 1).to(torch.float64)

@@ -83,12 +83,23 @@ def gram_eigenvalues(
     return values[0] if single else values
 
 
-def symmetric_eigenvalues(matrix: torch.Tensor) -> torch.Tensor:
+def symmetric_eigenvalues(matrix: torch.Tensor, *, overwrite: bool = False) -> torch.Tensor:
     """Eigenvalues of a symmetric matrix (or batch), ascending, in float64 (``syevd``; the lower triangle is
-    read), on the matrix's device."""
+    read), on the matrix's device.
+
+    ``overwrite=True`` lets the solver work in the matrix itself (a C-contiguous float64 matrix on the CPU:
+    scipy's ``syevd`` on its Fortran-ordered transpose, whose upper triangle is the lower one): no ``n × n``
+    copy, and the matrix's contents are destroyed.
+    """
     matrix = matrix.to(torch.float64)
     if matrix.device.type != "cpu":
         return torch.linalg.eigvalsh(matrix)
+    if overwrite and matrix.ndim == 2 and matrix.is_contiguous():
+        from scipy.linalg import eigh
+
+        values = eigh(matrix.numpy().T, lower=False, eigvals_only=True, overwrite_a=True, check_finite=False,
+                      driver="evd")
+        return torch.from_numpy(values)
     batch = matrix.reshape(-1, *matrix.shape[-2:])
     values = np.stack([np.linalg.eigvalsh(one.numpy(), UPLO="L") for one in batch])
     return torch.from_numpy(values).reshape(matrix.shape[:-1])

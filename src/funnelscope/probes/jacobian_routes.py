@@ -1,0 +1,159 @@
+"""The Jacobian probe's routes under a memory budget: each one's predicted peak and cost, and the choice.
+
+Notation: ``n`` examples, ``q`` output directions (``k``, ``k − 1`` for probabilities, or ``m`` probes), ``w``
+columns per direction (``d``, or ``p`` with a projection), ``r = q·w`` feature columns, ``s`` bytes per element
+of the rows (4 for a float32 model), ``b`` the batch, ``L`` label classes, ``A`` the activations one batch's
+forward keeps for its backward passes (measured on the first batch with ``saved_tensors_hooks``).
+
+=========  ============================================================  =========================================
+route      predicted peak (bytes)                                        cost (multiply-adds; eigen-solve)
+=========  ============================================================  =========================================
+primal     ``8n²`` (``M``, float64) + ``g·n·w·8`` (rows of ``g``           ``n²·r/2`` (``dsyrk``) + ``⁴⁄₃·n³`` ×
+           directions per pass, as many as fit, at least one) + ``A``     :data:`EIGEN_SLOWDOWN`; ``⌈q/g⌉`` forward
+           (+ ``8n²`` with ``keep_gram``); the eigen-solve overwrites ``M``  passes over the data
+dual       ``8r²`` + ``8b·r`` (a batch's rows) + ``8L·r`` + ``A``         ``n·r²`` + ``⁴⁄₃·r³`` × EIGEN_SLOWDOWN
+streamed   ``n·r·s`` when the cache is in memory (else a file) +          ``4·n·r·B`` per block product (``B``
+           the block buffer + the Krylov basis ``16·D·B·t`` (``D =        columns), ``t`` + quadrature steps
+           min(n, r)``) or the quadrature basis ``8·P·s·D``               products, no eigen-solve of size ``D``
+=========  ============================================================  =========================================
+
+``solver="auto"`` takes the exact route (primal or dual) of least predicted cost among those that fit the
+budget, and the streamed route only when neither fits (an exact answer is worth its price when it can be had).
+A budget that no route fits is a :class:`~funnelscope.errors.FunnelscopeInputError` that names the smallest
+budget that would do, and the projection that would fit this one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from funnelscope.errors import FunnelscopeInputError
+from funnelscope.memory import format_bytes
+
+__all__ = ["EIGEN_SLOWDOWN", "RoutePlan", "Shape", "choose_route", "plan_routes"]
+
+EIGEN_SLOWDOWN = 6.0  # a dense eigen-solve runs at about 1/6 of the GEMM rate (syevd's tridiagonalisation is BLAS-2)
+OVERHEAD = 64 << 20  # small arrays: per-example vectors, metrics, the fit
+BLOCK_BYTES = 64 << 20  # rows read per block product of the streamed route
+TOP_K = 32  # streamed: eigenpairs wanted from block Krylov …
+BLOCK = 48  # … from a start block this wide …
+KRYLOV_STEPS = 24  # … in at most this many block products
+SLQ_PROBES = 16  # streamed: quadrature probes …
+SLQ_STEPS = 64  # … and Lanczos steps per probe (one block product of P columns per step)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the routes' costs depend on (see the module docstring)."""
+
+    n: int
+    q: int
+    w: int
+    itemsize: int
+    activations: int
+    batch: int
+    classes: int
+    keep_gram: bool
+    accelerator: bool
+
+    @property
+    def r(self) -> int:
+        return self.q * self.w
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """One route's plan: ``solver`` (primal, dual, streamed), ``peak_bytes`` (predicted, on the compute
+    device), ``cost`` (predicted multiply-adds, comparable across routes), and the route's settings."""
+
+    solver: str
+    peak_bytes: int
+    cost: float
+    fits: bool
+    directions_per_pass: int = 1
+    cache: str = ""
+    block_rows: int = 0
+    krylov_steps: int = KRYLOV_STEPS
+    slq_probes: int = SLQ_PROBES
+    slq_steps: int = SLQ_STEPS
+
+    @property
+    def exact(self) -> bool:
+        return self.solver != "streamed"
+
+
+def _primal(shape: Shape, budget: int) -> RoutePlan:
+    n, q, w = shape.n, shape.q, shape.w
+    row_item = 8 if not shape.accelerator else shape.itemsize  # float64 rows on the CPU: dsyrk reads them in place
+    fixed = 8 * n * n * (2 if shape.keep_gram else 1) + shape.activations + 8 * n * shape.classes + OVERHEAD
+    per_direction = n * w * row_item
+    group = max(1, min(q, (budget - fixed) // max(1, per_direction)))
+    passes = -(-q // group)
+    peak = fixed + group * per_direction
+    cost = n * n * shape.r / 2 + 4 / 3 * n**3 * EIGEN_SLOWDOWN + passes * n * shape.w * 50
+    return RoutePlan("primal", int(peak), cost, peak <= budget, directions_per_pass=int(group))
+
+
+def _dual(shape: Shape, budget: int) -> RoutePlan:
+    r = shape.r
+    peak = 8 * r * r + 8 * shape.batch * r + 8 * shape.classes * r + shape.activations + 8 * shape.n + OVERHEAD
+    cost = shape.n * r * r + 4 / 3 * r**3 * EIGEN_SLOWDOWN
+    return RoutePlan("dual", int(peak), cost, peak <= budget and not shape.keep_gram)
+
+
+def _streamed(shape: Shape, budget: int, host_budget: int) -> RoutePlan:
+    n, r, s = shape.n, shape.r, shape.itemsize
+    dim = min(n, r)
+    block_rows = max(1, min(n, BLOCK_BYTES // max(1, r * s)))
+    rows_pass = shape.activations + shape.batch * r * (s + 8) + 8 * shape.classes * r
+    vectors = dim * BLOCK * (8 + s) + block_rows * BLOCK * (s + 8) + r * BLOCK * (8 + s)
+    krylov = 16 * dim * BLOCK * KRYLOV_STEPS + 24 * (BLOCK * KRYLOV_STEPS) ** 2 + vectors
+    quadrature = 8 * SLQ_PROBES * SLQ_STEPS * dim + 4 * dim * SLQ_PROBES * 8 + 8 * dim * TOP_K
+    work = max(rows_pass, krylov, quadrature) + 8 * n * 4 + OVERHEAD
+    cache_bytes = n * r * s
+    passes = (KRYLOV_STEPS + SLQ_STEPS) * (2 if n <= r else 1)
+    cost = 2 * n * r * (BLOCK * KRYLOV_STEPS + SLQ_PROBES * SLQ_STEPS) * (2 if n > r else 1) + passes * n * r
+    if cache_bytes + work <= budget:
+        return RoutePlan("streamed", int(cache_bytes + work), cost, True, cache="device", block_rows=block_rows)
+    if shape.accelerator and cache_bytes + block_rows * r * s <= host_budget:
+        return RoutePlan("streamed", int(work), cost, work <= budget, cache="host", block_rows=block_rows)
+    peak = work + block_rows * r * s
+    return RoutePlan("streamed", int(peak), cost, peak <= budget, cache="disk", block_rows=block_rows)
+
+
+def plan_routes(shape: Shape, budget: int, *, host_budget: int) -> dict[str, RoutePlan]:
+    """Every route's plan under ``budget`` bytes on the compute device (``host_budget``: the CPU memory a
+    device's cache may use instead)."""
+    return {"primal": _primal(shape, budget), "dual": _dual(shape, budget),
+            "streamed": _streamed(shape, budget, host_budget)}
+
+
+def choose_route(plans: dict[str, RoutePlan], solver: str, budget: int, *, shape: Shape) -> RoutePlan:
+    """The plan that runs: ``solver`` itself (``primal``, ``dual``, ``streamed``), the cheaper exact one
+    (``dense``), or the cheapest exact one that fits, else the streamed one (``auto``).
+
+    Raises
+    ------
+    FunnelscopeInputError
+        When the chosen (or every) route's predicted peak exceeds ``budget``: the message names the smallest
+        budget that fits.
+    """
+    if solver in plans:
+        candidates = [plans[solver]]
+    elif solver == "dense":
+        candidates = [plans["primal"]] if shape.keep_gram or shape.r >= shape.n else [plans["dual"], plans["primal"]]
+    else:
+        exact = [p for p in (plans["primal"], plans["dual"]) if p.fits]
+        candidates = exact or [plans["streamed"]]
+    fitting = [p for p in candidates if p.fits]
+    if fitting:
+        return min(fitting, key=lambda p: p.cost)
+    smallest = min(candidates, key=lambda p: p.peak_bytes)
+    hint = ""
+    if smallest.solver == "streamed" and shape.r > 64:
+        hint = " or project=p to shrink the rows"
+    raise FunnelscopeInputError(
+        f"max_memory={format_bytes(budget)} is too small for n={shape.n} examples × r={shape.r} feature columns: "
+        f"the {smallest.solver} route needs about {format_bytes(smallest.peak_bytes)} (pass max_memory="
+        f"'{-(-smallest.peak_bytes // (1 << 20))}MiB'{hint}, or use fewer examples)"
+    )
