@@ -5,20 +5,22 @@ Alpaydin & Kaynak, UCI, 1998), scaled to [0, 1] and split into train and test se
 seed. Nothing is downloaded.
 
 DATA specs: ``digits`` (the test split as flat 64-vectors), ``digits:image`` (the test split as 1×8×8
-images), ``digits:train`` / ``digits:train:image`` (the training split), or a ``.npz`` / ``.pt`` file holding
-``x`` (and optionally ``y``).
+images), ``digits:train`` / ``digits:train:image`` (the training split), or a file a user has
+(:mod:`funnelscope.data_files`): a ``.npz`` / ``.pt`` with ``x`` (and ``y``), ``x.npy[:y=y.npy]``
+(memory-mapped), a table ``t.parquet`` / ``t.csv[:label=COLUMN]``, or an image folder
+``DIR[:size=S][:mean=…][:std=…][:mode=RGB|L]`` of class sub-folders.
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from funnelscope.data import LabelledData
-from funnelscope.errors import FunnelscopeInputError, first_line
+from funnelscope.data_files import read_data_file
+from funnelscope.errors import FunnelscopeInputError
 
 __all__ = ["LabelledData", "load_data", "load_digits"]
 
@@ -79,7 +81,7 @@ def load_data(spec: str | Path, *, limit: int | None = None) -> LabelledData:
         split = next((part for part in parts if part != "image"), "test")
         data = load_digits(split=split, image="image" in parts)
     else:
-        data = _from_file(Path(text).expanduser())
+        data = read_data_file(text)
     if limit is not None:
         if limit < 1:
             raise FunnelscopeInputError(f"--n must be at least 1, got {limit}")
@@ -89,39 +91,3 @@ def load_data(spec: str | Path, *, limit: int | None = None) -> LabelledData:
     if len(data) == 0:
         raise FunnelscopeInputError(f"{spec}: the data set is empty")
     return data
-
-
-def _from_file(path: Path) -> LabelledData:
-    if not path.exists():
-        raise FunnelscopeInputError(f"{path}: no such file (and not a built-in data set such as digits)")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        elif path.suffix in (".pt", ".pth"):
-            loaded = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-            if not isinstance(loaded, dict):
-                raise FunnelscopeInputError(f"{path}: expected a dict with 'x' (and 'y'), got {type(loaded).__name__}")
-            arrays = loaded
-        else:
-            raise FunnelscopeInputError(f"{path}: unsupported data file (expected .npz or .pt with 'x' and 'y')")
-    except FunnelscopeInputError:
-        raise
-    except Exception as error:
-        raise FunnelscopeInputError(f"{path}: unreadable data file ({first_line(error)})") from error
-    if "x" not in arrays:
-        raise FunnelscopeInputError(f"{path}: no array named 'x' (found {sorted(arrays)})")
-    x = torch.as_tensor(np.asarray(arrays["x"]))
-    if not x.is_floating_point():
-        x = x.to(torch.float32)
-    y = arrays.get("y")
-    if y is not None:
-        y = np.asarray(y).reshape(-1)
-        if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and np.array_equal(y, np.round(y))):
-            raise FunnelscopeInputError(f"{path}: 'y' holds non-integer values (class labels must be integers)")
-        if y.dtype.kind not in "biuf":
-            raise FunnelscopeInputError(f"{path}: 'y' has dtype {y.dtype}, not integer class labels")
-        y = torch.as_tensor(y).to(torch.int64)
-        if len(y) != len(x):
-            raise FunnelscopeInputError(f"{path}: 'y' has {len(y)} labels for {len(x)} inputs")
-    return LabelledData(x, y, path.name)

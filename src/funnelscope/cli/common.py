@@ -65,7 +65,10 @@ FactoryArgs = Annotated[list[str] | None, typer.Option(
 ModelsAndData = Annotated[list[str], typer.Argument(
     metavar="MODEL... DATA",
     help="One or more models (TorchScript file, module:factory with --weights, or a pickle with --trust-pickle), "
-         "then the data: digits, digits:image, digits:train, or a .npz/.pt with x (and y).")]
+         "then the data: digits, digits:image, digits:train; a .npz/.pt with x (and y); x.npy or x.npy:y=y.npy "
+         "(memory-mapped); a table t.parquet or t.csv with label=COLUMN (default: a column named label), e.g. "
+         "t.csv:label=target; or a folder of class folders of images, DIR[:size=S][:mean=M][:std=D][:mode=L] "
+         "(resized to S×S, scaled to [0, 1], then (x − mean)/std per channel).")]
 
 
 def check_out(out: Path | None, plots: bool) -> None:
