@@ -311,7 +311,6 @@ def test_not_a_study_and_malformed_json(tmp_path: Path, fake_study: Path) -> Non
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        ("missing", "figure file 'figures/gram.png' not found"),
         ("truncated", "figure 'figures/gram.png': cannot be decoded"),
         ("not-png", "figure 'figures/gram.png': not a PNG image"),
         ("outside", "lies outside the study directory"),
@@ -322,9 +321,7 @@ def test_broken_figure_names_the_file_and_writes_nothing(
 ) -> None:
     study = _copy(fake_study, tmp_path)
     gram = study / "figures" / "gram.png"
-    if damage == "missing":
-        gram.unlink()
-    elif damage == "truncated":
+    if damage == "truncated":
         gram.write_bytes(gram.read_bytes()[: len(gram.read_bytes()) // 2])
     elif damage == "not-png":
         gram.write_bytes(b"GIF89a not a png at all")
@@ -335,6 +332,29 @@ def test_broken_figure_names_the_file_and_writes_nothing(
     with pytest.raises(FunnelscopeInputError, match=re.escape(message)):
         write_report(study)
     assert not (study / "report.html").exists()
+
+
+def test_missing_figure_is_warned_and_shown_missing(tmp_path: Path, fake_study: Path) -> None:
+    study = _copy(fake_study, tmp_path)
+    (study / "figures" / "gram.png").unlink()
+    with pytest.warns(UserWarning, match=re.escape("1 figure(s) listed in figures/manifest.json are missing: "
+                                                   "figures/gram.png")):
+        path = write_report(study)
+    text = "".join(parse(path).text)
+    assert "Incomplete report" in text and "missing: figures/gram.png is not in the study directory" in text
+    assert len(parse(path).all("img")) == 3  # the other figures are still embedded
+
+
+def test_cli_report_on_a_study_whose_figures_are_gone(tmp_path: Path, fake_study: Path) -> None:
+    import shutil
+
+    study = _copy(fake_study, tmp_path)
+    shutil.rmtree(study / "figures")
+    result = run_cli("report", str(study))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == f"warning: {study}: figures/ is missing: the report has no figures"
+    page = parse(study / "report.html")
+    assert page.all("img") == [] and "figures/ is missing: the report has no figures" in "".join(page.text)
 
 
 def test_broken_svg_and_table(tmp_path: Path, fake_study: Path) -> None:

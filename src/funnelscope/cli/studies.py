@@ -18,9 +18,16 @@ def report(
     title: Annotated[str | None, typer.Option("--title", help="Page title.", show_default="the study's")] = None,
 ) -> None:
     """Write a study's self-contained HTML report: figures embedded, tables, settings and versions."""
-    from funnelscope.report.html import write_report
+    import warnings
 
-    path = write_report(study_dir, output=output, title=title)
+    from funnelscope.report.html import write_report
+    from funnelscope.report.terminal import error_console
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        path = write_report(study_dir, output=output, title=title)
+    for warning in caught:
+        error_console.print(f"[bold yellow]warning:[/] {warning.message}", highlight=False, soft_wrap=True)
     typer.echo(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

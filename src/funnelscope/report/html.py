@@ -14,8 +14,12 @@ figures, each with its title and caption under it, then its tables), the runs, t
 when the report was generated. Figures are base64 ``data:`` URIs; long tables are cut with a note and their
 full CSV attached as a ``data:`` download link, so the file reads the same without a network.
 
-A report must never be silently broken: a missing or undecodable figure, an unreadable table or malformed
-JSON raises :class:`~funnelscope.errors.FunnelscopeInputError` naming the file, and nothing is written.
+A report must never be silently broken: an undecodable figure, a missing or unreadable table or malformed
+JSON raises :class:`~funnelscope.errors.FunnelscopeInputError` naming the file, and nothing is written. Figures
+that are gone (a listed file deleted, or the whole ``figures/`` folder of a finished study) leave the rest of
+the report readable: the page says which are missing, in a warning box and in place of each missing figure,
+and :func:`write_report` emits a :class:`UserWarning` naming them (the command line prints it as one
+``warning:`` line and exits 0).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import html
 import io
 import json
 import re
+import warnings
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,9 +91,11 @@ class StudyContents:
     headline : list of (label, value)
         The headline numbers, as strings.
     figures, tables : list of ReportItem
-        The manifests' entries, in manifest order.
+        The manifests' entries, in manifest order (a figure whose file is gone included).
     runs : pandas.DataFrame or None
         ``runs.parquet``, or None when the study has no such file yet.
+    warnings : tuple of str
+        What the report lacks: missing figure files, or a finished study's missing ``figures/`` folder.
     """
 
     directory: Path
@@ -103,6 +110,7 @@ class StudyContents:
     figures: list[ReportItem] = field(default_factory=list)
     tables: list[ReportItem] = field(default_factory=list)
     runs: pd.DataFrame | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def sections(self) -> list[str]:
@@ -154,7 +162,7 @@ def _read_manifest(directory: Path, kind: Literal["figure", "table"]) -> list[Re
         path = (directory / entry["file"]).resolve()
         if not path.is_relative_to(root):
             raise FunnelscopeInputError(f"{where}: file {entry['file']!r} lies outside the study directory")
-        if not path.is_file():
+        if not path.is_file() and kind == "table":  # a missing figure is shown as missing (collect_study)
             raise FunnelscopeInputError(f"{where}: {kind} file {entry['file']!r} not found in {directory}")
         suffixes = _FIGURE_MIME if kind == "figure" else {".csv": "text/csv"}
         if path.suffix.lower() not in suffixes:
@@ -230,6 +238,14 @@ def collect_study(study_dir: str | Path) -> StudyContents:
         except Exception as error:  # pyarrow raises several types for a corrupted file
             raise FunnelscopeInputError(f"{runs_path}: cannot be read as Parquet ({error})") from None
 
+    figures = _read_manifest(directory, "figure")
+    missing = [item.file for item in figures if not item.path.is_file()]
+    notes = []
+    if missing:
+        notes.append(f"{len(missing)} figure(s) listed in figures/manifest.json are missing: {', '.join(missing)}")
+    elif not (directory / "figures" / "manifest.json").exists() and meta.get("finished") and runs is not None:
+        what = "figures/manifest.json is missing" if (directory / "figures").is_dir() else "figures/ is missing"
+        notes.append(f"{what}: the report has no figures")
     return StudyContents(
         directory=directory,
         name=name,
@@ -240,9 +256,10 @@ def collect_study(study_dir: str | Path) -> StudyContents:
         started=_text(meta.get("started"), where=where, key="started") or None,
         finished=_text(meta.get("finished"), where=where, key="finished") or None,
         headline=headline,
-        figures=_read_manifest(directory, "figure"),
+        figures=figures,
         tables=_read_manifest(directory, "table"),
         runs=runs,
+        warnings=tuple(notes),
     )
 
 
@@ -383,6 +400,10 @@ def _definition_list(values: dict[str, Any]) -> str:
 
 
 def _render_figure(item: ReportItem) -> str:
+    if not item.path.exists():
+        title = f'<h3 class="figure-title">{_esc(item.title)}</h3>' if item.title else ""
+        return (f'<figure class="figure missing">{title}<p class="missing-note">missing: '
+                f"<code>{_esc(item.file)}</code> is not in the study directory</p></figure>")
     try:
         data = item.path.read_bytes()
     except OSError as error:
@@ -428,6 +449,8 @@ header h1 { margin: 0 0 6px; font-size: 28px; line-height: 1.25; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; background: var(--soft);
          border: 1px solid var(--line); }
 .badge.warn { background: #fff4e5; border-color: #f0c36d; }
+.warnings { background: #fff4e5; border: 1px solid #f0c36d; border-radius: 6px; padding: 8px 14px; margin: 14px 0; }
+.missing-note { color: #8a5a00; }
 h2 { font-size: 21px; margin: 36px 0 12px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
 h3 { font-size: 16px; margin: 0 0 6px; }
 p { margin: 0 0 10px; }
@@ -531,6 +554,10 @@ def render_report(study: StudyContents, *, title: str | None = None, max_rows: i
             for label, value in study.headline
         )
         parts.append(f'<section class="cards" aria-label="headline numbers">{cards}</section>')
+    if study.warnings:
+        items = "".join(f"<li>{_esc(text)}</li>" for text in study.warnings)
+        parts.append(f'<section class="warnings" role="alert"><strong>Incomplete report</strong><ul>{items}</ul>'
+                     "</section>")
     if study.description:
         parts.append(f'<section class="description">{_paragraphs(study.description)}</section>')
 
@@ -598,12 +625,17 @@ def write_report(
     Path
         The report's path.
 
+    Warns
+    -----
+    UserWarning
+        Figures are missing (each named; see the module docstring): the report is written without them.
+
     Raises
     ------
     FunnelscopeInputError
-        The directory is not a study (no ``study.json``), a JSON file is malformed, a listed figure or table is
-        missing or cannot be decoded (the error names the file), or the output's directory does not exist.
-        Nothing is written then.
+        The directory is not a study (no ``study.json``), a JSON file is malformed, a listed table is missing, a
+        listed figure or table cannot be decoded (the error names the file), or the output's directory does
+        not exist. Nothing is written then.
 
     Examples
     --------
@@ -614,4 +646,6 @@ def write_report(
     path = Path(output) if output is not None else study.directory / "report.html"
     text = render_report(study, title=title, max_rows=max_rows)
     write_text(path, text)
+    for note in study.warnings:
+        warnings.warn(f"{study.directory}: {note}", UserWarning, stacklevel=2)
     return path
