@@ -136,6 +136,21 @@ def test_help_states_the_defaults_the_api_uses() -> None:
     assert checked >= 25
 
 
+def test_format_help_of_the_probes_with_several_tables() -> None:
+    """jacobian, hessian and landscape write several tables (not a per-layer one): --format says "tables"."""
+    import click
+    import typer
+
+    from funnelscope.cli import common
+
+    group = typer.main.get_command(common.app)
+    for name in ("jacobian", "hessian", "landscape", "linearity", "weights"):
+        command = group.commands[name]
+        option = next(parameter for parameter in command.params if parameter.name == "table_format")
+        help_text = option.get_help_record(click.Context(command, info_name=name))[1]
+        assert help_text.startswith("Format of the tables: parquet, csv or json."), (name, help_text)
+
+
 def test_demo_runs_at_the_tiny_size(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = run_cli("demo", "--out", str(out), "--size", "tiny", "--workers", "1")

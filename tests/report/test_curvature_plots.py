@@ -79,3 +79,33 @@ def test_weights_overview_draws_alpha_per_layer_between_the_guides() -> None:
     assert sorted(line.get_xdata()[0] for line in alpha_ax.get_lines()) == [2.0, 6.0]
     assert [label.get_text() for label in alpha_ax.get_yticklabels()] == ["0", "2"]
     assert figure.get_suptitle() == "mlp"
+
+
+def test_layer_esd_panel_states_the_tables_num_spikes() -> None:
+    """The Marchenko–Pastur panel's legend gives the table's ``num_spikes`` under that name, whatever part of
+    the spectrum the axis cuts off (the count cut off is not a second, differently labelled number)."""
+    from funnelscope.report.plots import plot_layer_esd
+
+    weights = fs.analyze_weights(nn.Sequential(spiked_layer()), min_evals=4)
+    row = weights.iloc[0]
+    spectrum = next(fs.weight_spectra(nn.Sequential(spiked_layer()), min_evals=4))
+    figure = plot_layer_esd(spectrum.eigenvalues, fit=spectrum.fit, marchenko_pastur=spectrum.marchenko_pastur,
+                            N=int(row["N"]))
+    mp_ax = figure.axes[1]
+    labels = [text.get_text() for text in mp_ax.get_legend().get_texts()]
+    assert f"num_spikes = {int(row['num_spikes'])} (above λ₊)" in labels
+    assert int(row["num_spikes"]) >= 3  # the three planted spikes at least
+    assert not any("beyond" in label for label in labels)
+    assert mp_ax.get_xlabel() == "eigenvalue of X = WᵀW/N (shown up to 2λ₊)"
+
+
+def spiked_layer() -> nn.Linear:
+    """A 300×200 Gaussian layer plus three strong rank-one spikes (far beyond 2λ₊), seeded."""
+    generator = torch.Generator().manual_seed(0)
+    layer = nn.Linear(200, 300, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(300, 200, generator=generator))
+        for strength in (40.0, 30.0, 20.0):
+            u, v = torch.randn(300, 1, generator=generator), torch.randn(1, 200, generator=generator)
+            layer.weight.add_(strength * (u / u.norm()) @ (v / v.norm()) * 10)
+    return layer

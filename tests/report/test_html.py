@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from funnelscope.errors import FunnelscopeInputError
-from funnelscope.report.html import PNG_SIGNATURE, collect_study, write_report
+from funnelscope.report.html import PNG_SIGNATURE, _table_html, collect_study, write_report
 from tests.conftest import assert_user_error, run_cli
 
 EVIL = "<script>alert('x')</script> & λ"
@@ -382,3 +382,25 @@ def test_cli_report(fake_study: Path, tmp_path: Path) -> None:
     assert "report written to" in result.stdout and output.stat().st_size > 10_000
     assert len(parse(output).all("img")) == 4
     assert_user_error(run_cli("report", str(tmp_path / "nowhere")), "nowhere", "not a directory")
+
+
+def test_wide_runs_table_scrolls_and_settings_say_what_sentinels_mean(tmp_path: Path) -> None:
+    meta = {"study": "labels", "settings": {"train_size": 0, "augment": "", "width": 64},
+            "setting_notes": {"train_size": "all: the whole training split", "augment": "none"},
+            "finished": "2025-01-01T10:05:00+00:00"}
+    (tmp_path / "study.json").write_text(json.dumps(meta))
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame({f"metric_{i}": rng.random(3) for i in range(53)})
+    runs.insert(0, "run_id", ["a", "b", "c"])
+    runs.to_parquet(tmp_path / "runs.parquet")
+    with pytest.warns(UserWarning, match="figures/ is missing"):
+        path = write_report(tmp_path)
+    page = path.read_text()
+    assert page.count('class="table-wrap wide-table"') == 1  # the runs table, and only it
+    assert "scroll sideways for all 54 columns (the first stays in view)" in page
+    assert re.search(r"\.wide-table \{ overflow-x: scroll;", page)
+    assert "<dt>train_size</dt><dd>0 <span class=\"note\">(all: the whole training split)</span></dd>" in page
+    assert "<dt>augment</dt><dd>&quot;&quot; <span class=\"note\">(none)</span></dd>" in page
+    assert "<dt>width</dt><dd>64</dd>" in page
+    narrow = _table_html(runs.iloc[:, :5], name="n.csv", max_rows=30)
+    assert "wide-table" not in narrow and "scroll sideways" not in narrow

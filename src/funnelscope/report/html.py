@@ -3,7 +3,8 @@
 A study directory holds, by contract with :mod:`funnelscope.studies`:
 
 * ``study.json``: ``{"study", "title", "description", "settings", "versions", "started", "finished",
-  "headline": [{"label", "value"}, …]}``;
+  "headline": [{"label", "value"}, …]}`` and optionally ``"setting_notes": {key: meaning}`` (what a sentinel
+  value such as ``train_size: 0`` stands for, shown beside it);
 * ``runs.parquet``: one row per finished run (knobs, final accuracies and losses, scalar metrics);
 * ``figures/manifest.json`` and ``tables/manifest.json``: lists of ``{"file", "title", "caption", "section"}``
   whose ``file`` (a PNG, SVG or JPEG figure; a CSV table) is relative to the study directory.
@@ -86,6 +87,8 @@ class StudyContents:
         From ``study.json`` (``title`` falls back to ``name``).
     settings, versions : dict
         From ``study.json``.
+    setting_notes : dict
+        ``study.json``'s ``setting_notes``: the meaning shown beside a setting's value.
     started, finished : str or None
         ISO timestamps; ``finished`` is None for a study that has not finished.
     headline : list of (label, value)
@@ -107,6 +110,7 @@ class StudyContents:
     started: str | None
     finished: str | None
     headline: list[tuple[str, str]]
+    setting_notes: dict[str, str] = field(default_factory=dict)
     figures: list[ReportItem] = field(default_factory=list)
     tables: list[ReportItem] = field(default_factory=list)
     runs: pd.DataFrame | None = None
@@ -256,6 +260,8 @@ def collect_study(study_dir: str | Path) -> StudyContents:
         started=_text(meta.get("started"), where=where, key="started") or None,
         finished=_text(meta.get("finished"), where=where, key="finished") or None,
         headline=headline,
+        setting_notes={str(key): _text(value, where=where, key=f"setting_notes.{key}") for key, value in
+                       _mapping(meta.get("setting_notes"), where=where, key="setting_notes").items()},
         figures=figures,
         tables=_read_manifest(directory, "table"),
         runs=runs,
@@ -328,8 +334,13 @@ def _cell(value: Any, formatter: Callable[[Any], str] | None) -> str:
     return str(value)
 
 
+WIDE_TABLE_COLUMNS = 12  # wider tables scroll sideways with their first column pinned, and say so
+
+
 def _table_html(frame: pd.DataFrame, *, name: str, max_rows: int) -> str:
     """A DataFrame as an escaped HTML table, cut to ``max_rows`` with a note and the full CSV as a download.
+    More than :data:`WIDE_TABLE_COLUMNS` columns scroll sideways inside the page (the note says so, the first
+    column stays in view) and wrap to the page's width in print.
 
     Numeric columns are right-aligned, floats formatted per column (:func:`_column_formatter`), missing values
     shown as an em dash; every header and cell goes through :func:`html.escape`.
@@ -350,12 +361,15 @@ def _table_html(frame: pd.DataFrame, *, name: str, max_rows: int) -> str:
     table = f'<table class="data"><thead><tr>{"".join(header)}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     csv = _data_uri(frame.to_csv(index=False).encode("utf-8"), "text/csv")
     download = f'<a class="download" download="{_esc(name)}" href="{csv}">download {_esc(name)}</a>'
-    rows = len(frame)
+    rows, wide = len(frame), frame.shape[1] > WIDE_TABLE_COLUMNS
     if rows > max_rows:
         note = f"showing the first {max_rows} of {rows} rows; {download} for all of them"
     else:
         note = f"{rows} row{'s' if rows != 1 else ''} × {frame.shape[1]} columns · {download}"
-    return f'<div class="table-wrap">{table}</div>\n<p class="table-note">{note}</p>'
+    if wide:  # a scrollbar that hides until touched does not say the table goes on
+        note += f" · scroll sideways for all {frame.shape[1]} columns (the first stays in view)"
+    return (f'<div class="table-wrap{" wide-table" if wide else ""}">{table}</div>\n'
+            f'<p class="table-note">{note}</p>')
 
 
 def _parse_time(text: str | None) -> _dt.datetime | None:
@@ -389,13 +403,17 @@ def _paragraphs(text: str) -> str:
     return "\n".join(f"<p>{_esc(block)}</p>" for block in blocks)
 
 
-def _definition_list(values: dict[str, Any]) -> str:
+def _definition_list(values: dict[str, Any], notes: dict[str, str] | None = None) -> str:
+    """``key value`` rows; a note (what a sentinel value means) follows its value, an empty string shows as
+    ``""`` rather than a blank."""
     if not values:
         return '<p class="muted">none recorded</p>'
     rows = []
     for key, value in values.items():
-        shown = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-        rows.append(f"<dt>{_esc(key)}</dt><dd>{_esc(shown)}</dd>")
+        shown = (value or '""') if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+        note = (notes or {}).get(key)
+        extra = f' <span class="note">({_esc(note)})</span>' if note else ""
+        rows.append(f"<dt>{_esc(key)}</dt><dd>{_esc(shown)}{extra}</dd>")
     return '<dl class="kv">' + "".join(rows) + "</dl>"
 
 
@@ -481,6 +499,10 @@ table.data { border-collapse: collapse; font-size: 13px; font-variant-numeric: t
 table.data th, table.data td { padding: 5px 14px; border-bottom: 1px solid var(--line); text-align: left;
                                white-space: nowrap; }
 table.data .num { text-align: right; }
+.wide-table { overflow-x: scroll; scrollbar-width: thin; scrollbar-color: #8c959f var(--soft); }
+.wide-table table.data th:first-child, .wide-table table.data td:first-child { position: sticky; left: 0;
+  background: #fff; box-shadow: 1px 0 0 var(--line); }
+.wide-table table.data thead th:first-child { background: var(--soft); }
 table.data thead th { background: var(--soft); font-weight: 600; border-bottom: 2px solid var(--line); }
 table.data tbody tr:nth-child(even) { background: #fbfcfd; }
 table.data tbody tr:last-child td { border-bottom: none; }
@@ -490,6 +512,8 @@ dl.kv { display: grid; grid-template-columns: max-content 1fr; gap: 4px 18px; fo
 dl.kv dt { font-weight: 600; }
 dl.kv dd { margin: 0; font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace;
            overflow-wrap: anywhere; }
+dl.kv dd .note { font-family: -apple-system, "Segoe UI", "Helvetica Neue", Arial, "Liberation Sans", sans-serif;
+              color: var(--muted); }
 .columns { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 420px), 1fr)); gap: 24px; }
 footer { margin-top: 40px; padding-top: 10px; border-top: 1px solid var(--line); color: var(--muted);
          font-size: 12.5px; }
@@ -504,6 +528,8 @@ footer { margin-top: 40px; padding-top: 10px; border-top: 1px solid var(--line);
   .table-wrap { overflow: visible; border: none; }
   table.data { font-size: 8.5pt; }
   table.data th, table.data td { white-space: normal; padding: 2px 5px; }
+  .wide-table table.data { width: 100%; table-layout: fixed; font-size: 6pt; }
+  .wide-table table.data th, .wide-table table.data td { overflow-wrap: anywhere; padding: 1px 2px; position: static; }
 }
 """
 
@@ -582,7 +608,7 @@ def render_report(study: StudyContents, *, title: str | None = None, max_rows: i
         parts.append("</section>")
 
     parts.append('<section id="settings"><h2>Settings and versions</h2><div class="columns">')
-    parts.append(f"<div><h3>Settings</h3>{_definition_list(study.settings)}</div>")
+    parts.append(f"<div><h3>Settings</h3>{_definition_list(study.settings, study.setting_notes)}</div>")
     parts.append(f"<div><h3>Versions</h3>{_definition_list(study.versions)}</div>")
     parts.append("</div></section>")
 

@@ -82,7 +82,8 @@ def plot_layer_esd(
     The log-log panel shows the density of λ in logarithmic bins and, from ``xmin`` on, the fitted
     ``p(λ) = (n_tail/n)(α−1)/xmin · (λ/xmin)^−α`` (scaled by the tail's share of the eigenvalues so that it
     sits on the histogram). The linear panel shows ``X = λ/N`` with the Marchenko–Pastur density of the fitted
-    ``σ²`` and the bulk edge ``λ₊``; eigenvalues beyond the plotted range are counted in the legend.
+    ``σ²``, the bulk edge ``λ₊`` and ``num_spikes`` (the eigenvalues above ``λ₊``, the table's column) in the
+    legend; the axis stops at ``2λ₊`` (said in its label) when the spikes reach further.
     """
     values = np.sort(np.asarray(eigenvalues, dtype=np.float64))
     # as WeightWatcher: the log-log panel starts two decades below xmin, where the tail's story is
@@ -114,13 +115,14 @@ def plot_layer_esd(
         curve = marchenko_pastur_pdf(grid, sigma2=marchenko_pastur.sigma2, Q=marchenko_pastur.Q)
         # the histogram is normalised over the shown eigenvalues: scale the law to the same mass
         lin_ax.plot(grid, curve * len(x) / max(len(shown), 1), color=EDGE_COLOR, lw=2, label="Marchenko–Pastur")
-        lin_ax.axvline(marchenko_pastur.bulk_max, color=EDGE_COLOR, ls=":", lw=1, label="bulk edge λ₊")
-        beyond = int(np.count_nonzero(x > upper))
-        if beyond:
-            lin_ax.plot([], [], " ", label=f"{beyond} eigenvalues beyond {upper:.3g}")
+        lin_ax.axvline(marchenko_pastur.bulk_max, color=EDGE_COLOR, ls=":", lw=1,
+                       label=f"bulk edge λ₊ = {marchenko_pastur.bulk_max:.3g}")
+        # the count above the edge under the table's name (num_spikes), not the count cut off the plot
+        lin_ax.plot([], [], " ", label=f"num_spikes = {marchenko_pastur.num_spikes} (above λ₊)")
     else:
         lin_ax.hist(x, bins=60, density=True, color=ESD_COLOR, alpha=0.75, label="ESD")
-    lin_ax.set_xlabel("eigenvalue of X = WᵀW/N" if N else "eigenvalue")
+    cut = marchenko_pastur is not None and x[-1] > upper
+    lin_ax.set_xlabel(("eigenvalue of X = WᵀW/N" if N else "eigenvalue") + (" (shown up to 2λ₊)" if cut else ""))
     lin_ax.set_ylabel("density")
     lin_ax.legend(loc="upper right")
     if title:

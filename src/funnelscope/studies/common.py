@@ -25,7 +25,7 @@ import pandas as pd
 
 from funnelscope.studies.experiment import TRAINING_DEFAULTS
 
-__all__ = ["base_settings", "fmt", "load_run_frame", "training_spec"]
+__all__ = ["SENTINELS", "base_settings", "fmt", "load_run_frame", "setting_notes", "training_spec"]
 
 _SIZES = {
     "tiny": {"width": 32, "epochs": 3, "train_size": 300, "jacobian_n": 60, "hessian_n": 128, "hessian_top_k": 3},
@@ -36,6 +36,28 @@ _SIZES = {
 #: Knobs of the base run every study varies from.
 _BASE = ("data", "arch", "depth", "batch_norm", "batch_size", "lr", "schedule", "momentum", "weight_decay",
          "normalize", "augment", "label_noise", "checkpoints")
+
+
+#: Knob values that stand for something else (0 or "" meaning "all" or "off"), as the report explains them.
+SENTINELS: dict[str, tuple[Any, str]] = {
+    "train_size": (0, "all: the whole training split"),
+    "augment": ("", "none"),
+    "continue_batch_size": (0, "no second training phase"),
+    "continue_epochs": (0, "no second training phase"),
+    "continue_lr": (0.0, "the first phase's lr"),
+    "jacobian_n": (0, "no Jacobian"),
+    "hessian_top_k": (0, "no Hessian"),
+}
+
+
+def setting_notes(settings: dict[str, Any]) -> dict[str, str]:
+    """What each setting holding a sentinel value (:data:`SENTINELS`) means, for the report.
+
+    >>> setting_notes({"train_size": 0, "augment": "", "width": 64, "hessian_top_k": 5})
+    {'train_size': 'all: the whole training split', 'augment': 'none'}
+    """
+    return {key: note for key, (value, note) in SENTINELS.items()
+            if key in settings and type(settings[key]) is type(value) and settings[key] == value}
 
 
 def base_settings(size: str, **changes: Any) -> dict[str, Any]:

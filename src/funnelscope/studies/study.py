@@ -32,6 +32,7 @@ import pandas as pd
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.output import write_json
 from funnelscope.report.html import write_report
+from funnelscope.studies.common import setting_notes
 from funnelscope.studies.runner import run_all
 
 __all__ = ["SIZES", "StudyDefinition", "StudyOutputs", "StudyResult", "run_study"]
@@ -178,7 +179,7 @@ def run_study(
             "settings": settings, "size": size, "versions": _versions(), "started": _now(), "finished": None,
             "headline": [],
         }
-    meta["finished"] = None
+    meta.update(finished=None, setting_notes=setting_notes(settings))
     write_json(meta_path, meta)
     specs = definition.runs(settings)
     runs = run_all(specs, out, workers=workers, ray_address=ray, on_result=on_result, progress=progress)
