@@ -47,7 +47,7 @@ details.to_json(sys.argv[2], orient="records")
 """
 
 
-def compare(name: str, layers: list[str] | None, out: Path) -> dict[str, object]:
+def compare(name: str, layers: list[str] | None, out: Path, save: Path | None = None) -> dict[str, object]:
     theirs_options, ours_options = OPTIONS[name]
     if layers:
         theirs_options = {**theirs_options, "layers": layers}
@@ -67,6 +67,10 @@ def compare(name: str, layers: list[str] | None, out: Path) -> dict[str, object]
         columns["Lambda_xmin"] = (ours["Lambda"] * ours["xmin"], theirs["Lambda"] * theirs["xmin"])
     if name == "detX":
         columns["detX_num"] = (ours["detX_num"], theirs["detX_num"])
+    if save is not None:  # the layers side by side, to explain each difference
+        pd.DataFrame({f"{side}_{column}": values for column, pair in columns.items()
+                      for side, values in zip(("funnelscope", "weightwatcher"), pair, strict=True)}
+                     ).to_csv(save / f"{name}.csv")
     for column, (a, b) in columns.items():
         delta = (a - b).abs()
         result[f"{column}_within_0.01"] = int((delta <= 0.01).sum())
@@ -78,11 +82,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--options", default=",".join(OPTIONS), help="comma-separated: " + ", ".join(OPTIONS))
     parser.add_argument("--layers", nargs="*", help="layer names (default: all)")
+    parser.add_argument("--save", type=Path, help="a directory for one per-layer CSV per option")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.options.split(","):
-            rows.append(compare(name, args.layers, Path(scratch) / f"{name}.json"))
+            rows.append(compare(name, args.layers, Path(scratch) / f"{name}.json", args.save))
             print(json.dumps(rows[-1]), flush=True)
     print(pd.DataFrame(rows).to_string(index=False))
 

@@ -585,3 +585,57 @@ def test_lora_mistakes_raise(adapter, tmp_path: Path) -> None:
 def test_bad_options_raise_naming_the_value(options: dict[str, object], match: str) -> None:
     with pytest.raises(FunnelscopeInputError, match=match.replace("(", r"\(").replace(")", r"\)")):
         analyze_weights(torch.nn.Linear(20, 10), **options)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the options on the command line
+
+
+def test_cli_weights_options_write_the_api_columns(fine_tune, adapter, tmp_path: Path) -> None:
+    from tests.conftest import assert_user_error, run_cli
+
+    model, base, _ = fine_tune
+    save_file({k: v.float() for k, v in model.items()}, str(tmp_path / "model.safetensors"))
+    save_file({k: v.float() for k, v in base.items()}, str(tmp_path / "base.safetensors"))
+    weights = tmp_path / "model.safetensors"
+
+    done = run_cli("weights", str(weights), "--fit", "TPL", "--detX", "--out", str(tmp_path / "tpl"), "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    assert "Λ" in done.stdout and "detX" in done.stdout
+    table = pd.read_csv(tmp_path / "tpl" / "weights.csv").set_index("name")
+    expected = analyze_weights(weights, fit="TPL", detX=True).set_index("name")
+    np.testing.assert_allclose(table["Lambda"], expected["Lambda"], rtol=1e-9)
+    np.testing.assert_array_equal(table["detX_num"], expected["detX_num"])
+
+    done = run_cli("weights", str(weights), "--base-model", str(tmp_path / "base.safetensors"), "--out",
+                   str(tmp_path / "delta"), "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    delta = pd.read_csv(tmp_path / "delta" / "weights.csv").set_index("name")
+    expected = analyze_weights(weights, base_model=tmp_path / "base.safetensors").set_index("name")
+    np.testing.assert_allclose(delta["lambda_max"], expected["lambda_max"], rtol=1e-9)
+
+    done = run_cli("weights", str(weights), "--describe", "--out", str(tmp_path / "layers"), "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    layers = pd.read_csv(tmp_path / "layers" / "layers.csv")
+    assert layers["name"].tolist() == describe_weights(weights)["name"].tolist()
+
+    done = run_cli("weights", str(weights), "--distances", "--base-model", str(tmp_path / "base.safetensors"),
+                   "--out", str(tmp_path / "distances"), "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(tmp_path / "distances" / "distances.csv").set_index("name")
+    expected = distances(weights, tmp_path / "base.safetensors").set_index("name")
+    assert table.index.tolist() == expected.index.tolist()
+    np.testing.assert_allclose(table.select_dtypes("number"), expected.select_dtypes("number"), rtol=1e-9)
+
+    path, factors, _ = adapter
+    done = run_cli("weights", str(path), "--peft", "--min-evals", "1", "--out", str(tmp_path / "lora"),
+                   "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    lora = pd.read_csv(tmp_path / "lora" / "weights.csv")
+    assert sorted(lora["name"]) == sorted(f"base_model.model.{module}.lora_BA" for module in factors)
+
+    assert_user_error(run_cli("weights", str(weights), "--distances"), "--distances needs --base-model")
+    assert_user_error(run_cli("weights", str(weights), "--fit", "TPL", "--fix-fingers", "clip_xmax",
+                              "--out", str(tmp_path / "never")), "clip_xmax")
+    assert not (tmp_path / "never").exists()
+    assert_user_error(run_cli("weights", str(weights), "--max-fingers", "3"), "max_fingers=3 needs")

@@ -12,11 +12,14 @@ import typer
 
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.probes.jacobian import DEFAULT_PROBES, jacobian_spectrum
+from funnelscope.probes.weight_tail import DEFAULT_FINGER_THRESH, DEFAULT_MAX_FINGERS
 
 app = typer.Typer(name="funnelscope", no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
                   help="Spectra of trained neural networks: weight ESDs, data Jacobians, Hessians and loss landscapes.")
 Command = TypeVar("Command", bound=Callable[..., None])
-NONE_MEANS = {"device": "the model's device", "probes": f"{DEFAULT_PROBES} for the sketch", "workers": "automatic"}
+NONE_MEANS = {"device": "the model's device", "probes": f"{DEFAULT_PROBES} for the sketch", "workers": "automatic",
+              "max_evals": "no limit", "fix_fingers": "none", "xmin_max": "1.5 × the ESD's peak",
+              "max_fingers": str(DEFAULT_MAX_FINGERS), "finger_thresh": str(DEFAULT_FINGER_THRESH)}
 
 
 def api_option(function: Callable, name: str, help: str, *flags: str) -> Any:

@@ -30,14 +30,16 @@ from funnelscope.probes.hessian import hessian_spectrum
 from funnelscope.probes.jacobian import METHODS, OUTPUTS, jacobian_spectrum
 from funnelscope.probes.landscape import BN_MODES, landscape_line, landscape_plane
 from funnelscope.probes.linearity import layer_linearity
+from funnelscope.probes.weight_tail import FITS
 from funnelscope.probes.weights import analyze_weights
+from funnelscope.spectra.fingers import FIX_FINGERS
 from funnelscope.spectra.trace import TRACE_METHODS
 
 
 @command
 def weights(
-    path: Annotated[Path, typer.Argument(help="A .safetensors file, a directory (sharded, Hugging Face) or a "
-                                              "torch file.")],
+    path: Annotated[Path, typer.Argument(help="A .safetensors file, a directory (sharded, Hugging Face, a LoRA "
+                                              "adapter) or a torch file.")],
     out: Out = None,
     table_format: Format = "parquet",
     plots: Plots = False,
@@ -47,16 +49,57 @@ def weights(
                                  "(rand_distance, correlation traps)."),
     pool: bool = api_option(analyze_weights, "pool", "Pool convolution slices into one ESD per layer."),
     min_evals: int = api_option(analyze_weights, "min_evals", "Skip layers with fewer eigenvalues."),
+    max_evals: int | None = api_option(analyze_weights, "max_evals", "Skip layers with more eigenvalues."),
+    eig_method: str = api_option(analyze_weights, "eig_method", "gram (float64 Gram) or svd (tiny singular values)."),
+    fit: str = api_option(analyze_weights, "fit", f"Tail law: {', '.join(FITS)} (truncated: alpha and Lambda)."),
+    fix_fingers: str | None = api_option(analyze_weights, "fix_fingers", f"Repair fingers: {', '.join(FIX_FINGERS)}."),
+    xmin_max: float | None = api_option(analyze_weights, "xmin_max", "xmin_peak: the largest xmin."),
+    max_fingers: int | None = api_option(analyze_weights, "max_fingers", "clip_xmax: most eigenvalues clipped."),
+    finger_thresh: float | None = api_option(analyze_weights, "finger_thresh", "clip_xmax: the α drop of a finger."),
+    detx: bool = api_option(analyze_weights, "detX", "Add detX_num, detX_val (SETOL's det X = 1 condition).",
+                            "--detX"),
+    base_model: Annotated[Path | None, typer.Option(help="Analyse ΔW = W − W_base against this base (with --peft: "
+                                                         "the adapted model).", show_default="none")] = None,
+    peft: Annotated[bool, typer.Option("--peft", help="PATH is a LoRA adapter: B·A per adapted layer (with "
+                                                      "--base-model also W + s·B·A).")] = False,
+    describe: Annotated[bool, typer.Option("--describe", help="Only list the layers (shapes, N, M, Q, num_evals), "
+                                                              "no eigen-solve.")] = False,
+    distances: Annotated[bool, typer.Option("--distances", help="Per-layer ‖ΔW‖_F, ‖ΔW‖₂ and Δα against "
+                                                                "--base-model (a 'distances' table).")] = False,
     device: str | None = DEVICE,
     trust_pickle: TrustPickle = False,
     strict: Annotated[bool, typer.Option(help="Exit with code 2 if any layer failed.")] = False,
 ) -> None:
-    """Analyse the ESD of every layer matrix: power-law α, norms, ranks, Marchenko–Pastur bulk, phase."""
+    """Analyse the ESD of every layer matrix: power-law α, norms, ranks, Marchenko–Pastur bulk, phase.
+
+    WeightWatcher's options under its names: --fit TPL, --fix-fingers, --detX, --base-model, --peft."""
+    from funnelscope.output import staged_directory, write_table
     from funnelscope.probes.weights import WeightsAnalysis, summarize_weights, weight_spectra
-    from funnelscope.report.terminal import console, print_weights_table
+    from funnelscope.report.terminal import console, print_frame, print_weights_table
 
     check_out(out, plots)
-    spectra = weight_spectra(path, layers=layers, min_evals=min_evals, pool=pool, randomize=randomize,
+    if distances and base_model is None:
+        raise FunnelscopeInputError("--distances needs --base-model")
+    if describe or distances:
+        if plots:
+            raise FunnelscopeInputError("--plots draws ESDs: it does not go with --describe or --distances")
+        from funnelscope.probes.describe import describe_weights
+        from funnelscope.probes.distances import distances as layer_distances
+
+        name = "layers" if describe else "distances"
+        table = (describe_weights(path, layers=layers, pool=pool, trust_pickle=trust_pickle) if describe else
+                 layer_distances(path, base_model, layers=layers, device=device, trust_pickle=trust_pickle))
+        print_frame(table, title=f"{name} of {path}" + ("" if describe else f" against {base_model}"))
+        if out is not None:
+            with staged_directory(out) as staging:
+                write_table(table, staging / name, table_format)
+            console.print(f"wrote {out}/{name}.{table_format}", highlight=False)
+        return
+    spectra = weight_spectra(path, layers=layers, min_evals=min_evals, max_evals=max_evals, pool=pool,
+                             randomize=randomize, eig_method=eig_method, fit=fit, fix_fingers=fix_fingers,
+                             xmin_max=xmin_max, max_fingers=max_fingers, finger_thresh=finger_thresh, detX=detx,
+                             base_model=base_model,
+                             peft=("with_base" if base_model is not None else True) if peft else False,
                              device=device, trust_pickle=trust_pickle, progress=True)
     result = WeightsAnalysis.from_spectra(spectra, source=str(path), strict=strict, keep_spectra=plots)
     print_weights_table(result.details, summarize_weights(result.details), title=f"weights of {path}")

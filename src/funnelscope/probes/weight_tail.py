@@ -76,7 +76,8 @@ def tail_options(
     FunnelscopeInputError
         An unknown ``fit`` or ``fix_fingers``; a finger option without its ``fix_fingers`` mode (it would be
         ignored); ``fix_fingers`` with a fixed ``xmin``/``xmax``; ``fit="E_TPL"`` with ``clip_xmax`` (as in
-        WeightWatcher); a value out of range.
+        WeightWatcher) and ``fit="TPL"`` with ``clip_xmax`` (WeightWatcher clips the fingers by a power-law
+        refit and reads the TPL off the clipped data: not supported here); a value out of range.
     """
     if fit not in FITS:
         raise FunnelscopeInputError(f"fit={fit!r} must be one of {', '.join(map(repr, FITS))}")
@@ -86,6 +87,9 @@ def tail_options(
         if fix_fingers == "clip_xmax":
             raise FunnelscopeInputError("fit='E_TPL' is the TPL with fix_fingers='xmin_peak': not with 'clip_xmax'")
         fix_fingers = "xmin_peak"
+    if fit == "TPL" and fix_fingers == "clip_xmax":
+        raise FunnelscopeInputError("fix_fingers='clip_xmax' refits the power law; for the truncated power law use "
+                                    "fix_fingers='xmin_peak' (or fit='E_TPL')")
     if not isinstance(detX, (bool, np.bool_)):
         raise FunnelscopeInputError(f"detX={detX!r} must be a bool")
     if fit != "PL" and (xmin is not None or xmax is not None):

@@ -17,7 +17,8 @@ from rich.table import Table
 if TYPE_CHECKING:
     from funnelscope.probes.weights import WeightsSummary
 
-__all__ = ["console", "error_console", "format_value", "print_comparison", "print_headline", "print_weights_table"]
+__all__ = ["console", "error_console", "format_value", "print_comparison", "print_frame", "print_headline",
+           "print_weights_table"]
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 error_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -45,12 +46,32 @@ def print_comparison(table: pd.DataFrame, *, title: str) -> None:
     console.print(grid)
 
 
+def print_frame(frame: pd.DataFrame, *, title: str) -> None:
+    """Any table, one row per row of ``frame`` (numbers right-aligned)."""
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    for column in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[column])
+        grid.add_column(str(column), justify="right" if numeric else "left", no_wrap=not numeric)
+    for row in frame.itertuples(index=False):
+        grid.add_row(*[format_value(value) for value in row])
+    console.print(grid)
+
+
+# columns the weights options add, shown when present: column → header
+OPTION_COLUMNS = {"Lambda": "Λ", "num_fingers": "fingers", "detX_num": "detX", "lora_rank": "r"}
+
+
 def print_weights_table(details: pd.DataFrame, summary: WeightsSummary, *, title: str) -> None:
     """The per-layer table of the weights probe, and the summary means under it."""
     table = Table(title=title, title_justify="left", header_style="bold")
     for column, justify in (("layer", "left"), ("N×M×rf", "right"), ("α", "right"), ("α̂", "right"),
-                            ("log‖W‖²_F", "right"), ("spikes", "right"), ("phase", "left"), ("status", "left")):
-        table.add_column(column, justify=justify, no_wrap=column in ("layer", "N×M×rf", "phase"))
+                            ("log‖W‖²_F", "right"), ("spikes", "right")):
+        table.add_column(column, justify=justify, no_wrap=column in ("layer", "N×M×rf"))
+    extra = [column for column in OPTION_COLUMNS if column in details.columns]
+    for column in extra:
+        table.add_column(OPTION_COLUMNS[column], justify="right")
+    table.add_column("phase", no_wrap=True)
+    table.add_column("status")
     for row in details.to_dict("records"):
         status = row["status"] if row["status"] == "success" else f"[yellow]{row['status']}[/]: {row['reason']}"
         alpha = format_value(row.get("alpha"), 3)
@@ -61,6 +82,7 @@ def print_weights_table(details: pd.DataFrame, summary: WeightsSummary, *, title
             format_value(row.get("alpha_weighted"), 3),
             format_value(row.get("log_norm"), 3),
             format_value(row.get("num_spikes")),
+            *[format_value(row.get(column), 3) for column in extra],
             str(row.get("phase") or ""),
             status,
         )

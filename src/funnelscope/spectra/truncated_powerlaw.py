@@ -153,7 +153,8 @@ def _moment_sums(s: np.ndarray, L: np.ndarray, c: np.ndarray) -> tuple[np.ndarra
     var_u = (e * (u - mu[:, None]) ** 2).sum(axis=1) / mass
     var_v = (e * (v - mv[:, None]) ** 2).sum(axis=1) / mass
     cov = (e * (u - mu[:, None]) * (v - mv[:, None])).sum(axis=1) / mass
-    return top + np.log(mass), mu, mv, var_u, var_v, cov
+    with np.errstate(divide="ignore"):  # a mass that underflows to 0: log-likelihood −inf, which the search drops
+        return top + np.log(mass), mu, mv, var_u, var_v, cov
 
 
 def _boundary(u_mean: np.ndarray, c: np.ndarray) -> np.ndarray:
