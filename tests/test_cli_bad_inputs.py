@@ -55,6 +55,10 @@ CASES = {
     "--set width=\"wide\"": (["study", "labels", "--out", "{root}/study", "--set", 'width="wide"'],
                               ["an integer"]),
     "--set seeds=0": (["study", "labels", "--out", "{root}/study", "--set", "seeds=0"], ["seeds=0", "> 0"]),
+    "--ray nobody listening": (["study", "labels", "--out", "{root}/study", "--ray", "127.0.0.1:1"],
+                               ["--ray 127.0.0.1:1: no Ray cluster reachable there"]),
+    "--ray not an address": (["study", "labels", "--out", "{root}/study", "--ray", "cluster"],
+                             ["--ray 'cluster'", "host:port"]),
     "--set data=\"mnist\"": (["study", "labels", "--out", "{root}/study", "--set", 'data="mnist"'],
                               ["digits or an existing .npz"]),
 }

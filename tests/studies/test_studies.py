@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -129,3 +130,15 @@ def test_cli_study_writes_the_contracted_directory(tmp_path: Path) -> None:
         assert entries and all({"file", "title", "caption", "section"} <= set(e) for e in entries)
         assert all((tmp_path / e["file"]).exists() for e in entries)
     assert len(pd.read_parquet(tmp_path / "runs.parquet")) == 4
+
+
+def test_an_unroutable_ray_address_is_refused_within_the_timeout() -> None:
+    pytest.importorskip("ray")
+    from funnelscope.studies.runner import check_ray_address
+
+    start = time.perf_counter()
+    with pytest.raises(FunnelscopeInputError, match=r"--ray ray://192\.0\.2\.1:10001: no Ray cluster reachable"):
+        check_ray_address("ray://192.0.2.1:10001", timeout=0.5)  # TEST-NET-1 (RFC 5737): never answers
+    assert time.perf_counter() - start < 5
+    check_ray_address(None)
+    check_ray_address("local")

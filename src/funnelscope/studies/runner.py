@@ -25,11 +25,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from funnelscope.errors import FunnelscopeInputError
+from funnelscope.errors import FunnelscopeInputError, first_line
 from funnelscope.output import write_table
 from funnelscope.progress import progress_bar
 
-__all__ = ["RUN_KINDS", "completed_runs", "execute_run", "run_all", "write_runs_table"]
+RAY_CONNECT_SECONDS = 5.0  # a TCP connection to a --ray address that takes longer is called unreachable
+
+__all__ = ["RUN_KINDS", "check_ray_address", "completed_runs", "execute_run", "run_all", "write_runs_table"]
 
 #: Run kind → ``module:function`` that executes it: ``function(spec, run_dir) -> dict`` of scalar results.
 RUN_KINDS = {
@@ -133,6 +135,7 @@ def run_all(
         raise FunnelscopeInputError("run ids must be unique")
     if workers < 1:
         raise FunnelscopeInputError(f"--workers must be at least 1, got {workers}")
+    check_ray_address(ray_address)
     study_dir = Path(study_dir)
     done = completed_runs(study_dir, table=table)
     rows = [row for row in done.to_dict("records") if row["run_id"] in set(ids)]
@@ -175,17 +178,48 @@ def _pool_backend(pending: list[dict[str, Any]], study_dir: Path, workers: int) 
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _ray_backend(pending: list[dict[str, Any]], study_dir: Path, address: str) -> Iterator[dict[str, Any]]:
+def check_ray_address(address: str | None, *, timeout: float = RAY_CONNECT_SECONDS) -> None:
+    """Refuse a Ray address that cannot work, before anything is written or started: Ray not installed, an
+    address that is not ``local``, ``auto``, ``host:port`` or ``ray://host:port``, or a host and port that
+    accept no TCP connection within ``timeout`` seconds (``ray.init`` would retry for minutes).
+
+    Raises
+    ------
+    FunnelscopeInputError
+        One line naming the address and the problem.
+    """
+    if address is None:
+        return
     try:
-        import ray
+        import ray  # noqa: F401
     except ImportError:
         raise FunnelscopeInputError("--ray needs Ray: pip install 'funnelscope[ray]'") from None
+    if address in ("local", "auto"):
+        return
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise FunnelscopeInputError(f"--ray {address!r}: expected local, auto, host:port or ray://host:port")
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or str(error))
+        raise FunnelscopeInputError(f"--ray {address}: no Ray cluster reachable there ({reason})") from None
+
+
+def _ray_backend(pending: list[dict[str, Any]], study_dir: Path, address: str) -> Iterator[dict[str, Any]]:
+    import ray
+
     started_here = False
     if not ray.is_initialized():
-        if address == "local":
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
+        try:
+            if address == "local":
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:  # e.g. auto with no cluster running
+            raise FunnelscopeInputError(f"--ray {address}: cannot connect ({first_line(error)})") from None
         started_here = True
     remote = ray.remote(num_cpus=1)(execute_run)
     refs = [remote.remote(spec, str(study_dir.resolve())) for spec in pending]

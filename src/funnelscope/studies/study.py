@@ -33,7 +33,7 @@ from funnelscope.errors import FunnelscopeInputError
 from funnelscope.output import write_json
 from funnelscope.report.html import write_report
 from funnelscope.studies.common import setting_notes
-from funnelscope.studies.runner import run_all
+from funnelscope.studies.runner import check_ray_address, run_all
 
 __all__ = ["SIZES", "StudyDefinition", "StudyOutputs", "StudyResult", "run_study"]
 
@@ -154,6 +154,7 @@ def run_study(
     for key, value in (overrides or {}).items():
         check_setting(key, value, settings[key])
     settings.update(overrides or {})
+    check_ray_address(ray)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise FunnelscopeInputError(f"{out}: exists and is not a directory")
