@@ -21,6 +21,8 @@ from funnelscope.cli.common import (
 from funnelscope.probes.jacobian import METHODS, OUTPUTS
 from funnelscope.studies.pretrained_series import ORDERS, analyze_series
 
+MODELS_PRINTED = 8  # more models than this: the per-model table is too wide for a terminal
+
 
 @command
 def series(
@@ -65,7 +67,10 @@ def series(
                             workers=workers, ray=ray, batch_size=batch_size, device=device, seed=seed,
                             report=report, progress=True)
     table = result.to_frame().set_index("name").drop(columns=["model"])
-    print_comparison(table, title=f"{len(table)} models on {data}")
+    if len(table) <= MODELS_PRINTED:
+        print_comparison(table, title=f"{len(table)} models")
+    else:
+        console.print(f"{len(table)} models: the table is {out}/series.parquet", highlight=False)
     correlations = result.correlations
     if len(correlations):
         rows = correlations.assign(row=correlations["metric"] + " ~ " + correlations["target"]).set_index("row")

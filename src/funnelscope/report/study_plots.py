@@ -9,7 +9,8 @@
 * :func:`plot_loss_lines`: loss and accuracy along lines in weight space;
 * :func:`plot_bars`: one horizontal bar panel per metric, one bar per variant (the ablation);
 * :func:`plot_estimates`: estimated against true values, one colour per sample size (the calibration);
-* :func:`plot_rank_scatter`: each metric against a target, with Kendall's τ and Spearman's ρ in the titles.
+* :func:`plot_rank_scatter`: each metric against a target, with Kendall's τ and Spearman's ρ in the titles;
+* :func:`plot_spectra_by_score`: many models' spectra (ESD and sorted eigenvalues), coloured by a score.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "plot_loss_lines",
     "plot_metric_panels",
     "plot_rank_scatter",
+    "plot_spectra_by_score",
 ]
 
 SERIES_COLORS = ("#4C72B0", "#C44E52", "#55A868", "#8172B3", "#DD8452", "#64B5CD", "#8C8C8C", "#937860")
@@ -171,14 +173,12 @@ def plot_eigenvalue_strips(groups: dict[str, np.ndarray], *, ylabel: str, title:
 
 
 @styled
-def plot_esd_overlay(esds: dict[str, dict[str, np.ndarray]], *, title: str = "", xlabel: str = "eigenvalue λ = σ²",
-                     panel: str = "layer {}", size: tuple[float, float] = (3.6, 3.0)) -> Figure:
+def plot_esd_overlay(esds: dict[str, dict[str, np.ndarray]], *, title: str = "") -> Figure:
     """One panel per layer: the ESDs of several solutions as log-binned step histograms.
 
-    ``esds`` maps a layer name to ``{solution label: eigenvalues}``; ``panel`` formats a panel's title from the
-    layer name (``"{}"``: the name alone); ``size`` is a panel's width and height in inches.
+    ``esds`` maps a layer name to ``{solution label: eigenvalues}``.
     """
-    figure, axes = _grid(len(esds), width=size[0], height=size[1], max_cols=3)
+    figure, axes = _grid(len(esds), width=3.6, height=3.0, max_cols=3)
     for ax, (layer, series) in zip(axes, esds.items(), strict=True):
         for index, (label, values) in enumerate(series.items()):
             positive = np.asarray(values)[np.asarray(values) > 1e-8]
@@ -186,7 +186,7 @@ def plot_esd_overlay(esds: dict[str, dict[str, np.ndarray]], *, title: str = "",
                 bins = np.geomspace(positive.min(), positive.max(), min(40, max(8, len(positive) // 3)))
                 ax.hist(positive, bins=bins, density=True, histtype="step", lw=1.6,
                         color=SERIES_COLORS[index % len(SERIES_COLORS)], label=label)
-        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="density", title=panel.format(layer))
+        ax.set(xscale="log", yscale="log", xlabel="eigenvalue λ = σ²", ylabel="density", title=f"layer {layer}")
         ax.legend(fontsize=7, loc="lower left")
     if title:
         figure.suptitle(title)
@@ -288,12 +288,54 @@ def plot_rank_scatter(runs: pd.DataFrame, metrics: Sequence[tuple[str, str]], ta
                     if np.isfinite(x) and np.isfinite(y):
                         ax.annotate(str(text), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=6,
                                     alpha=0.8)
+        if labels is not None:
+            ax.margins(x=0.18, y=0.1)  # room for the labels of the outermost points
         valid = runs[[column, target]].dropna()
         tau = kendalltau(valid[column], valid[target]).statistic
         rho = spearmanr(valid[column], valid[target]).statistic
         ax.set(xlabel=name, ylabel=target_label, title=f"τ={tau:+.2f}  ρ={rho:+.2f}")
     if hue is not None and shown:
         axes[0].legend(fontsize=6)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+@styled
+def plot_spectra_by_score(spectra: dict[str, np.ndarray], scores: dict[str, float] | None = None, *,
+                          score_label: str = "accuracy", xlabel: str = "eigenvalue λ", decades: float = 6.0,
+                          title: str = "") -> Figure:
+    """Many models' spectra on two panels, each model coloured by its score (viridis, with a colour bar):
+    the ESD as log-binned step histograms over the top ``decades`` decades of the largest eigenvalue, and the
+    sorted eigenvalues ``λ_i`` against their rank ``i`` (log-log). Without scores, one colour per model and a
+    legend. With many models the colour reads as a trend where a legend of repeated colours would not.
+    """
+    import matplotlib as mpl
+
+    figure, (esd_ax, scree_ax) = new_figure(2, width=4.6, height=3.6)
+    values = {label: np.sort(np.asarray(v, dtype=np.float64)[np.asarray(v) > 0])[::-1] for label, v in spectra.items()}
+    top = max((v[0] for v in values.values() if v.size), default=1.0)
+    floor = top * 10.0 ** (-decades)
+    known = {label: score for label, score in (scores or {}).items() if np.isfinite(score)}
+    norm = mpl.colors.Normalize(min(known.values()), max(known.values())) if len(known) > 1 else None
+    cmap = mpl.colormaps["viridis"]
+    for index, (label, sorted_values) in enumerate(values.items()):
+        color = cmap(norm(known[label])) if norm is not None and label in known else \
+            SERIES_COLORS[index % len(SERIES_COLORS)]
+        shown = sorted_values[sorted_values >= floor]
+        if shown.size > 1 and shown[0] > shown[-1]:
+            bins = np.geomspace(shown[-1], shown[0], min(40, max(8, shown.size // 3)))
+            esd_ax.hist(shown, bins=bins, density=True, histtype="step", lw=1.3, color=color,
+                        label=None if norm is not None else label)
+        if sorted_values.size:
+            scree_ax.plot(np.arange(1, sorted_values.size + 1), sorted_values, color=color, lw=1.3)
+    esd_ax.set(xscale="log", yscale="log", xlabel=f"{xlabel} (top {decades:g} decades)", ylabel="density",
+               title="ESD")
+    scree_ax.set(xscale="log", yscale="log", xlabel="rank i", ylabel="λ_i", title="sorted spectrum")
+    if norm is not None:
+        figure.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=scree_ax, label=score_label)
+    else:
+        esd_ax.legend(fontsize=7, loc="lower left")
     if title:
         figure.suptitle(title)
     return figure

@@ -145,7 +145,7 @@ class SeriesResult(ProbeResult):
     def figures(self, title: str | None = None) -> dict[str, Any]:
         """``metrics_vs_<target>`` (each metric against each accuracy, models labelled), ``jacobian_esds`` (the
         ESDs overlaid) and, with ``order="step"``, ``metrics_vs_step``."""
-        from funnelscope.report.study_plots import plot_esd_overlay, plot_metric_panels, plot_rank_scatter
+        from funnelscope.report.study_plots import plot_metric_panels, plot_rank_scatter, plot_spectra_by_score
 
         metrics = _metrics(self.table)
         figures: dict[str, Any] = {}
@@ -155,9 +155,12 @@ class SeriesResult(ProbeResult):
                     self.table, metrics, target, target_label=label, labels="name",
                     title=title or f"metrics against {label} ({len(self.table)} models)")
         if self.eigenvalues:
-            figures["jacobian_esds"] = plot_esd_overlay(
-                {"Jacobian Gram M = JJᵀ": self.eigenvalues}, xlabel="eigenvalue λ of M = JJᵀ", panel="{}",
-                size=(6.0, 4.2), title=title or "")
+            target, label = next(((c, n) for c, n in SERIES_ACCURACIES[::-1]
+                                  if c in self.table and self.table[c].notna().any()), (None, ""))
+            scores = None if target is None else dict(zip(self.table["name"], self.table[target], strict=True))
+            figures["jacobian_esds"] = plot_spectra_by_score(
+                self.eigenvalues, scores, score_label=label, xlabel="eigenvalue λ of M = JJᵀ",
+                title=title or f"Jacobian Gram spectra of {len(self.eigenvalues)} models")
         if self.order == "step":
             accuracies = [(c, n) for c, n in SERIES_ACCURACIES if c in self.table and self.table[c].notna().any()]
             figures["metrics_vs_step"] = plot_metric_panels(
@@ -430,8 +433,9 @@ def _write_report(result: SeriesResult, meta: dict[str, Any]) -> SeriesResult:
                                 "panel title gives Kendall's τ and Spearman's ρ with the accuracy on the data."),
         "metrics_vs_reported_accuracy": ("Metrics against the reported accuracy", "Each dot is one model "
                                          "(labelled), against the accuracy the manifest reports."),
-        "jacobian_esds": ("Jacobian ESDs", "The eigenvalue densities of each model's Jacobian Gram on the same "
-                          "data, as log-binned step histograms."),
+        "jacobian_esds": ("Jacobian ESDs", "Each model's Jacobian Gram spectrum on the same data, coloured by its "
+                          "reported (else measured) accuracy: the density over the top six decades (left) and the "
+                          "sorted eigenvalues (right)."),
         "metrics_vs_step": ("Metrics along the checkpoints", "Every metric against the checkpoint's step."),
     }
     for stem, figure in result.figures().items():
