@@ -380,10 +380,11 @@ def _study_meta(out: Path, options: dict[str, Any], count: int) -> dict[str, Any
     from funnelscope.studies.study import _versions
 
     meta_path = out / "study.json"
+    data = options["data"] if options["n"] is None else f"the first {options['n']} examples of {options['data']}"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {
         "study": STUDY_NAME, "title": "A series of pretrained models ranked by their spectra",
         "description": (
-            f"{count} pretrained models measured on {options['data']} without training: the weight ESDs' "
+            f"{count} pretrained models measured on {data} without training: the weight ESDs' "
             "power-law metrics (Martin, Peng & Mahoney 2021), the data Jacobian Gram's spectrum and, when given, "
             "the Hessian's λ₁ and trace; Kendall's τ and Spearman's ρ of each metric with the measured and the "
             "reported accuracy."),
@@ -401,7 +402,9 @@ def _table(runs: pd.DataFrame, order: str) -> pd.DataFrame:
     front = ["name", "model", "step", "reported_accuracy", "accuracy", "loss"]
     metrics = [column for column, _ in SERIES_METRICS if column in runs]
     table = runs[[c for c in (*front, *metrics, "seconds") if c in runs]].copy()
-    table["step"] = table["step"].astype("Int64") if table["step"].notna().all() else table["step"]
+    table = table.drop(columns=[c for c in ("step", "reported_accuracy") if table[c].isna().all()])
+    if "step" in table and table["step"].notna().all():
+        table["step"] = table["step"].astype("Int64")
     if order == "step":
         table = table.sort_values("step", kind="stable")
     return table.reset_index(drop=True)
