@@ -147,14 +147,18 @@ class TwoFunctional(nn.Module):
     (TwoFunctional, (90, 6), ["relu", "relu_1"]),
     (lambda: nn.Sequential(nn.Linear(6, 9), nn.PReLU(), nn.Linear(9, 2)), (90, 6), ["1"]),
 ])
-def test_torchscript_model_gives_the_eager_frame(build: object, shape: tuple[int, ...], layers: list[str]) -> None:
-    """A scripted model takes no hooks and no fx tracing: its inlined graph is observed, with the eager
-    model's layer names and values."""
+@pytest.mark.parametrize("compiled", ["script", "trace"])
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")  # torch 2.13 deprecates tracing
+def test_torchscript_model_gives_the_eager_frame(build: object, shape: tuple[int, ...], layers: list[str],
+                                                 compiled: str) -> None:
+    """A scripted or traced model takes no hooks and no fx tracing: its inlined graph is observed, with the
+    eager model's layer names and values."""
     torch.manual_seed(0)
     model = build().eval()
     x = torch.randn(*shape)
     eager = layer_linearity(model, x, batch_size=32).to_frame()
-    scripted = layer_linearity(torch.jit.script(model), x, batch_size=32).to_frame()
+    torchscript = torch.jit.script(model) if compiled == "script" else torch.jit.trace(model, x[:2])
+    scripted = layer_linearity(torchscript, x, batch_size=32).to_frame()
     assert list(eager["layer"]) == layers
     pd.testing.assert_frame_equal(scripted, eager)
 

@@ -45,7 +45,7 @@ def scripted_runner(model: torch.jit.ScriptModule, record: Record) -> Callable[[
     FunnelscopeInputError
         No activation in the top-level code (none at all, or only inside control flow).
     """
-    graph = _inlined(model.forward.graph)
+    graph = _inlined(_method_graph(model, "forward"))
     nodes = [node for node in graph.nodes() if node.kind() in ACTIVATION_OPS]
     if not nodes:
         nested = sum(_count_nested(block) for node in graph.nodes() for block in node.blocks())
@@ -133,7 +133,7 @@ def _site_names(model: torch.jit.ScriptModule) -> list[tuple[str, str]] | None:
                 if path is None:
                     return None
                 sub = functools.reduce(getattr, path.split("."), model) if path else model
-                sub_graph = getattr(sub, node.s("name")).graph
+                sub_graph = _method_graph(sub, node.s("name"))
                 if sub.original_name in ACTIVATION_MODULE_NAMES:
                     count = sum(n.kind() in ACTIVATION_OPS for n in _inlined(sub_graph).nodes())
                     sites += [(path, sub.original_name)] * count
@@ -152,4 +152,12 @@ def _site_names(model: torch.jit.ScriptModule) -> list[tuple[str, str]] | None:
                 sites.append((fx_name(op), op))
         return sites
 
-    return walk(model.forward.graph, "")
+    try:
+        return walk(_method_graph(model, "forward"), "")
+    except (AttributeError, RuntimeError):  # a submodule or method this walk cannot reach
+        return None
+
+
+def _method_graph(module: torch.jit.ScriptModule, name: str) -> torch._C.Graph:
+    """The graph of a compiled method (scripted or traced; a traced submodule's Python ``forward`` has none)."""
+    return module._c._get_method(name).graph
