@@ -5,10 +5,12 @@ a process pool or a Ray worker and becomes one row of ``runs.parquet``. :func:`t
 then measures it:
 
 * weights: :func:`funnelscope.analyze_weights` per layer (``weights.parquet``) and the means over layers
-  (``alpha_mean``, ``alpha_weighted_mean``, ``log_norm_mean``, ``log_spectral_norm_mean``);
+  (``alpha_mean``, ``alpha_weighted_mean``, ``log_norm_mean``, ``log_spectral_norm_mean``, …: the columns of
+  :func:`funnelscope.studies.series.weight_metrics`);
 * Jacobian: :func:`funnelscope.jacobian_spectrum` on ``jacobian_n`` test examples (``jacobian.parquet`` per
   example, ``jacobian_eigenvalues.parquet``; ``jac_alpha``, ``jac_lambda_max``, ``jac_trace``,
-  ``jac_effective_rank``, ``jac_stable_rank``, ``jac_offdiag_ratio``);
+  ``jac_effective_rank``, ``jac_stable_rank``, ``jac_offdiag_ratio``, ``jac_diagonal_alpha``; the columns of
+  :func:`funnelscope.studies.series.jacobian_metrics`);
 * Hessian (``hessian_top_k > 0``): the top eigenvalues and trace of the training loss on ``hessian_n``
   training examples (``hessian_top1``, …, ``hessian_trace``), when :func:`funnelscope.hessian_spectrum` exists;
 * linearity (``linearity``): :func:`funnelscope.layer_linearity` on the test inputs, when it exists.
