@@ -143,3 +143,10 @@ def test_cli_reads_a_table_and_an_image_folder(tmp_path: Path) -> None:
     assert (pd.read_parquet(tmp_path / "o" / "mlp" / "linearity.parquet")["n"] == 30).all()
     assert_user_error(run_cli("linearity", str(model), f"{tmp_path / 't.parquet'}:lable=target"),
                       "unknown option 'lable'", "label=")
+
+
+def test_a_folder_named_like_digits_is_read_as_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_image_folder(tmp_path / "digits_scans", {"a": [(4, 4)], "b": [(4, 4)]})
+    monkeypatch.chdir(tmp_path)
+    data = load_data("digits_scans:mode=L")  # an existing path with options, not the built-in digits
+    assert data.x.shape == (2, 1, 4, 4) and data.y.tolist() == [0, 1]

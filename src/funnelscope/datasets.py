@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from funnelscope.data import LabelledData
-from funnelscope.data_files import read_data_file
+from funnelscope.data_files import read_data_file, split_spec
 from funnelscope.errors import FunnelscopeInputError
 
 __all__ = ["LabelledData", "load_data", "load_digits"]
@@ -73,7 +73,7 @@ def load_data(spec: str | Path, *, limit: int | None = None) -> LabelledData:
         Unknown name, missing or unreadable file, no ``x``, mismatched ``y``, an empty data set.
     """
     text = str(spec)
-    if text.startswith("digits") and not Path(text).exists():
+    if text.startswith("digits") and not split_spec(text)[0].exists():
         parts = text.split(":")[1:]
         unknown = [part for part in parts if part not in ("image", "train", "test", "all")]
         if parts.count("image") > 1 or unknown:
