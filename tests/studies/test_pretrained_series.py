@@ -114,6 +114,10 @@ def test_the_directory_holds_the_table_figures_and_report(measured: object) -> N
         "figures/metrics_vs_accuracy.png", "figures/metrics_vs_reported_accuracy.png", "figures/jacobian_esds.png"}
     for entry in manifest:
         assert_png(out / entry["file"])
+    saved = measured.save(out.parent / "saved", figures=True)  # the probe protocol's save()
+    assert {path.name for path in saved.iterdir()} == {
+        "series.parquet", "correlations.parquet", "summary.json", "metrics_vs_accuracy.png",
+        "metrics_vs_reported_accuracy.png", "jacobian_esds.png"}
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3
     assert "jac_offdiag_ratio" in html and "hessian_trace" in html
@@ -170,6 +174,8 @@ BAD_MANIFESTS = {
     "duplicate names": ("name,model\na,{model}\na,{model}\n", ["duplicate model name 'a'"]),
     "a bad name": ("name,model\na/b,{model}\n", ["'a/b'", "letters, digits"]),
     "a bad step": ("name,model,step\na,{model},late\n", ["step 'late'"]),
+    "weights for a file": ("name,model,weights\na,{model},{model}\n", ["only for a module:factory"]),
+    "bad factory_args": ("name,model,weights,factory_args\na,pkg:make,{model},{{width: 3\n", ["not valid JSON"]),
 }
 
 

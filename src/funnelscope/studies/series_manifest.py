@@ -135,6 +135,9 @@ def check_entries(entries: Sequence[SeriesModel], *, where: str = "series") -> l
                                         f"module:factory spec)")
         if not is_file and entry.weights is None:
             raise FunnelscopeInputError(f"{where}: model {entry.name!r}: {entry.model} needs weights")
+        if is_file and (entry.weights is not None or entry.factory_args):
+            raise FunnelscopeInputError(f"{where}: model {entry.name!r}: weights and factory arguments are only for "
+                                        f"a module:factory model, not the file {entry.model}")
         if entry.weights is not None and not Path(entry.weights).exists():
             raise FunnelscopeInputError(f"{where}: model {entry.name!r}: weights {entry.weights}: no such file")
     return list(entries)
