@@ -96,3 +96,15 @@ def load_script(name: str) -> object:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def write_image_folder(root: Path, sizes: dict[str, list[tuple[int, int]]]) -> None:
+    """``root/<class>/<i>.png``: image ``i`` of a class is one flat colour (class index, i, 2i) × 10, of the
+    given (height, width)."""
+    from PIL import Image
+
+    for label, (name, shapes) in enumerate(sorted(sizes.items())):
+        (root / name).mkdir(parents=True)
+        for i, (height, width) in enumerate(shapes):
+            colour = (label * 10, i * 10, i * 20)
+            Image.new("RGB", (width, height), colour).save(root / name / f"{i}.png")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from funnelscope.studies.models import mlp
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_user_error, run_cli, write_image_folder
 
 NO_CUDA = "this machine has no CUDA device"
 
@@ -27,6 +27,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "a_file").write_text("not a directory")
     (root / "random.pt").write_bytes(np.random.default_rng(1).integers(129, 256, 4096, dtype=np.uint8).tobytes())
     (root / "text.pt").write_text("epoch,loss\n1,0.5\n")
+    (root / "table.csv").write_text("f1,name,label\n0.5,a,1\n1.5,b,0\n")
+    write_image_folder(root / "images", {"cat": [(8, 8)], "dog": [(6, 9)]})
     (root / "twice").mkdir()
     for name in ("a.pt", "b.pt"):
         torch.save({"fc.weight": torch.ones(4, 4)}, root / "twice" / name)
@@ -49,6 +51,11 @@ CASES = {
     "random bytes as a .pt": (["weights", "{root}/random.pt"], ["random.pt: not a torch file"]),
     "a text file as a .pt": (["weights", "{root}/text.pt"], ["text.pt: a text file ('epoch,loss'"]),
     "one tensor in two files": (["weights", "{root}/twice"], ["'fc.weight' is in both", "a.pt and", "b.pt"]),
+    "a misspelt DATA option": (["jacobian", "{model}", "{root}/table.csv:lable=label"],
+                               ["unknown option 'lable' for table.csv", "label="]),
+    "a text feature column": (["jacobian", "{model}", "{root}/table.csv"], ["feature column 'name' is not numeric"]),
+    "images of two sizes": (["jacobian", "{model}", "{root}/images"], ["6×9, but the first image is 8×8",
+                                                                       "size=S"]),
     "--set without =": (["study", "labels", "--out", "{root}/study", "--set", "lr"], ["--set expects key=value"]),
     "--set lr=abc": (["study", "labels", "--out", "{root}/study", "--set", "lr=abc"], ['lr="abc"', "a number"]),
     "--set lr=\"fast\"": (["study", "labels", "--out", "{root}/study", "--set", 'lr="fast"'], ["a number"]),

@@ -15,7 +15,7 @@ from funnelscope.data_files import split_spec
 from funnelscope.datasets import load_data
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.studies.models import mlp
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_user_error, run_cli, write_image_folder
 
 
 def mapped_files(tensor: torch.Tensor) -> set[str]:
@@ -88,18 +88,6 @@ def test_table_errors(tmp_path: Path) -> None:
     pd.DataFrame({"a": [1.0, 2.0], "label": [0.5, 1.0]}).to_csv(tmp_path / "half.csv", index=False)
     with pytest.raises(FunnelscopeInputError, match="non-integer labels"):
         load_data(tmp_path / "half.csv")
-
-
-def write_image_folder(root: Path, sizes: dict[str, list[tuple[int, int]]]) -> None:
-    """``root/<class>/<i>.png``: image ``i`` of a class is one flat colour (class index, i, 2i) × 10, of the
-    given (height, width)."""
-    from PIL import Image
-
-    for label, (name, shapes) in enumerate(sorted(sizes.items())):
-        (root / name).mkdir(parents=True)
-        for i, (height, width) in enumerate(shapes):
-            colour = (label * 10, i * 10, i * 20)
-            Image.new("RGB", (width, height), colour).save(root / name / f"{i}.png")
 
 
 def test_image_folder_resized_scaled_and_normalised(tmp_path: Path) -> None:
