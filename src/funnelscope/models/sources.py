@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,9 +233,9 @@ _SKIPPED_KEYS = ("optim", "sched")  # optimizer and scheduler state: per-paramet
 def find_state_dict(checkpoint: object) -> tuple[str, dict[str, torch.Tensor]]:
     """The state dict inside a (possibly nested) checkpoint: the mapping holding the most tensors.
 
-    Searched at any depth through mappings, lists and tuples, in order (the first of equal size wins), but
-    not under keys containing ``optim`` or ``sched`` (an optimizer's per-parameter state is a dict of
-    tensors too). chgnet's ``{"model": {"state_dict": …, "model_args": …}, "optimizer": …}`` gives
+    Searched breadth-first at any depth through mappings, lists and tuples (of equal sizes the shallower, then
+    the earlier wins), but not under keys containing ``optim`` or ``sched`` (an optimizer's per-parameter
+    state is a dict of tensors too). chgnet's ``{"model": {"state_dict": …, "model_args": …}, "optimizer": …}`` gives
     ``model/state_dict``; Lightning's ``{"state_dict": …, "epoch": …}`` gives ``state_dict``.
 
     Returns
@@ -248,10 +249,10 @@ def find_state_dict(checkpoint: object) -> tuple[str, dict[str, torch.Tensor]]:
     'model/state_dict'
     """
     best: tuple[str, dict[str, torch.Tensor]] = ("", {})
-    pending: list[tuple[str, object]] = [("", checkpoint)]
+    pending: deque[tuple[str, object]] = deque([("", checkpoint)])
     seen: set[int] = set()
     while pending:
-        path, node = pending.pop(0)
+        path, node = pending.popleft()
         if id(node) in seen:
             continue
         seen.add(id(node))
