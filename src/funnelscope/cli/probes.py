@@ -116,6 +116,8 @@ def jacobian(
     output: str = api_option(jacobian_spectrum, "output", f"Differentiate {', '.join(OUTPUTS)}."),
     method: str = api_option(jacobian_spectrum, "method", f"Rows: {', '.join(METHODS)}."),
     probes: int | None = api_option(jacobian_spectrum, "probes", "Output probes for --method sketch."),
+    max_memory: str = api_option(jacobian_spectrum, "max_memory", "Memory budget of the route, e.g. 4GiB or 500MB "
+                                 "(auto: half the device's available memory); the route that fits is chosen."),
     n: Limit = None,
     batch_size: int = BATCH_SIZE,
     seed: int = SEED,
@@ -130,10 +132,16 @@ def jacobian(
     Power-law α, λ_max, ranks, the diagonal and its link to confidence; several models side by side."""
     models, data = read_inputs(models_and_data, weights=weights_file, factory_args=factory_args, n=n,
                            trust_pickle=trust_pickle, out=out, plots=plots)
+    from funnelscope.memory import format_bytes, parse_memory
+
+    budget = max_memory if max_memory == "auto" else parse_memory(max_memory, "--max-memory")
     options = {"output": output, "method": method, "probes": probes, "batch_size": batch_size, "seed": seed,
-               "device": device, "keep_gram": plots and len(data) <= 4096, "progress": True}
+               "device": device, "keep_gram": plots and len(data) <= 4096, "max_memory": budget, "progress": True}
     results = {label: jacobian_spectrum(model, data, **options) for label, model in models.items()}
-    report_results(results, title=f"Jacobian spectra on {data.name} (output: {output})", out=out,
+    first = next(iter(results.values())).summary()
+    route = (f"route {first['method']}, predicted peak {format_bytes(first['predicted_peak_bytes'])} of "
+             f"max memory {format_bytes(first['max_memory'])}")
+    report_results(results, title=f"Jacobian spectra on {data.name} (output: {output}; {route})", out=out,
             table_format=table_format, plots=plots)
 
 

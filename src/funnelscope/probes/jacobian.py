@@ -272,7 +272,7 @@ def jacobian_spectrum(
     probes: int | None = None,
     project: int | None = None,
     solver: str = "auto",
-    max_memory: int | str | None = None,
+    max_memory: int | str = "auto",
     wrt: str = "inputs",
     keep_gram: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -322,9 +322,9 @@ def jacobian_spectrum(
         of them predicted cheaper; ``streamed``: rows cached once, top eigenvalues by block Krylov, the bulk by
         quadrature (:mod:`funnelscope.probes.jacobian_streamed`). ``auto``: the exact route of least
         predicted cost that fits ``max_memory``, else the streamed one.
-    max_memory : int or str, optional
+    max_memory : int or str, default "auto"
         The memory budget of the route on the compute device: bytes, or a size such as ``"4GiB"`` or
-        ``"500MB"``. Default: half of the device's available memory (:func:`funnelscope.memory.default_budget`:
+        ``"500MB"``. ``"auto"``: half of the device's available memory (:func:`funnelscope.memory.default_budget`:
         ``MemAvailable`` of ``/proc/meminfo``, or CUDA's free memory). Every route predicts its peak before it
         starts; a route that does not fit is not taken, and a budget that none fits is an error naming the
         smallest that would.
@@ -406,7 +406,7 @@ def jacobian_spectrum(
     batch_size = check_int("batch_size", batch_size)
     project = check_int("project", project, optional=True)
     check_bool("progress", progress)
-    budget = None if max_memory is None else parse_memory(max_memory)
+    budget = None if max_memory == "auto" else parse_memory(max_memory)
     if probes is not None and method == "exact":
         raise FunnelscopeInputError(f"probes={probes} applies to method='sketch' or 'auto', not 'exact'")
     if check_bool("keep_gram", keep_gram) and solver in ("dual", "streamed"):
