@@ -33,7 +33,6 @@ from funnelscope.memory import format_bytes
 __all__ = ["EIGEN_SLOWDOWN", "RoutePlan", "Shape", "choose_route", "plan_routes"]
 
 EIGEN_SLOWDOWN = 6.0  # a dense eigen-solve runs at about 1/6 of the GEMM rate (syevd's tridiagonalisation is BLAS-2)
-OVERHEAD = 64 << 20  # small arrays: per-example vectors, metrics, the fit
 BLOCK_BYTES = 64 << 20  # rows read per block product of the streamed route
 TOP_K = 32  # streamed: eigenpairs wanted from block Krylov …
 BLOCK = 48  # … from a start block this wide …
@@ -85,18 +84,17 @@ class RoutePlan:
 def _primal(shape: Shape, budget: int) -> RoutePlan:
     n, q, w = shape.n, shape.q, shape.w
     row_item = 8 if not shape.accelerator else shape.itemsize  # float64 rows on the CPU: dsyrk reads them in place
-    fixed = 8 * n * n * (2 if shape.keep_gram else 1) + shape.activations + 8 * n * shape.classes + OVERHEAD
+    fixed = 8 * n * n * (2 if shape.keep_gram else 1) + shape.activations + 8 * n * shape.classes + _overhead(n)
     per_direction = n * w * row_item
     group = max(1, min(q, (budget - fixed) // max(1, per_direction)))
-    passes = -(-q // group)
     peak = fixed + group * per_direction
-    cost = n * n * shape.r / 2 + 4 / 3 * n**3 * EIGEN_SLOWDOWN + passes * n * shape.w * 50
+    cost = n * n * shape.r / 2 + 4 / 3 * n**3 * EIGEN_SLOWDOWN
     return RoutePlan("primal", int(peak), cost, peak <= budget, directions_per_pass=int(group))
 
 
 def _dual(shape: Shape, budget: int) -> RoutePlan:
     r = shape.r
-    peak = 8 * r * r + 8 * shape.batch * r + 8 * shape.classes * r + shape.activations + 8 * shape.n + OVERHEAD
+    peak = 8 * r * r + 8 * (shape.batch + shape.classes) * r + shape.activations + 8 * shape.n + _overhead(shape.n)
     cost = shape.n * r * r + 4 / 3 * r**3 * EIGEN_SLOWDOWN
     return RoutePlan("dual", int(peak), cost, peak <= budget and not shape.keep_gram)
 
@@ -104,21 +102,39 @@ def _dual(shape: Shape, budget: int) -> RoutePlan:
 def _streamed(shape: Shape, budget: int, host_budget: int) -> RoutePlan:
     n, r, s = shape.n, shape.r, shape.itemsize
     dim = min(n, r)
-    block_rows = max(1, min(n, BLOCK_BYTES // max(1, r * s)))
+    cache_bytes = n * r * s
+    block_rows = max(1, min(n, min(BLOCK_BYTES, budget // 8) // max(1, r * s)))
     rows_pass = shape.activations + shape.batch * r * (s + 8) + 8 * shape.classes * r
     vectors = dim * BLOCK * (8 + s) + block_rows * BLOCK * (s + 8) + r * BLOCK * (8 + s)
-    krylov = 16 * dim * BLOCK * KRYLOV_STEPS + 24 * (BLOCK * KRYLOV_STEPS) ** 2 + vectors
-    quadrature = 8 * SLQ_PROBES * SLQ_STEPS * dim + 4 * dim * SLQ_PROBES * 8 + 8 * dim * TOP_K
-    work = max(rows_pass, krylov, quadrature) + 8 * n * 4 + OVERHEAD
-    cache_bytes = n * r * s
-    passes = (KRYLOV_STEPS + SLQ_STEPS) * (2 if n <= r else 1)
-    cost = 2 * n * r * (BLOCK * KRYLOV_STEPS + SLQ_PROBES * SLQ_STEPS) * (2 if n > r else 1) + passes * n * r
-    if cache_bytes + work <= budget:
-        return RoutePlan("streamed", int(cache_bytes + work), cost, True, cache="device", block_rows=block_rows)
+    fixed = 8 * n * 4 + _overhead(n) + dim * TOP_K * 8
+
+    def work(krylov_steps: int, slq_steps: int) -> int:
+        krylov = 16 * dim * BLOCK * krylov_steps + 24 * (BLOCK * krylov_steps) ** 2 + vectors
+        quadrature = 8 * SLQ_PROBES * slq_steps * dim + 4 * dim * SLQ_PROBES * 8
+        return max(rows_pass, krylov, quadrature) + fixed
+
+    def plan(place: str, resident: int, limit: int) -> RoutePlan:
+        # fewer Krylov/quadrature steps where the budget is tight (at least a quarter of the defaults)
+        krylov_steps, slq_steps = KRYLOV_STEPS, SLQ_STEPS
+        while resident + work(krylov_steps, slq_steps) > limit and krylov_steps > KRYLOV_STEPS // 4:
+            krylov_steps, slq_steps = krylov_steps - 1, max(SLQ_STEPS // 4, slq_steps - 3)
+        peak = resident + work(krylov_steps, slq_steps)
+        passes = (krylov_steps + slq_steps) * (2 if n <= r else 1)
+        cost = 2 * n * r * (BLOCK * krylov_steps + SLQ_PROBES * slq_steps) * (2 if n <= r else 1) + passes * n * r
+        return RoutePlan("streamed", int(peak), cost, peak <= limit, cache=place, block_rows=block_rows,
+                         krylov_steps=krylov_steps, slq_steps=slq_steps)
+
+    in_memory = plan("device", cache_bytes, budget)
+    if in_memory.fits:
+        return in_memory
     if shape.accelerator and cache_bytes + block_rows * r * s <= host_budget:
-        return RoutePlan("streamed", int(work), cost, work <= budget, cache="host", block_rows=block_rows)
-    peak = work + block_rows * r * s
-    return RoutePlan("streamed", int(peak), cost, peak <= budget, cache="disk", block_rows=block_rows)
+        return plan("host", block_rows * r * s, budget)
+    return plan("disk", block_rows * r * s, budget)
+
+
+def _overhead(n: int) -> int:
+    """Small arrays: per-example vectors, the metrics and the fit (4 MiB + 64 bytes per example)."""
+    return (4 << 20) + 64 * n
 
 
 def plan_routes(shape: Shape, budget: int, *, host_budget: int) -> dict[str, RoutePlan]:
@@ -138,7 +154,9 @@ def choose_route(plans: dict[str, RoutePlan], solver: str, budget: int, *, shape
         When the chosen (or every) route's predicted peak exceeds ``budget``: the message names the smallest
         budget that fits.
     """
-    if solver in plans:
+    if shape.keep_gram:
+        candidates = [plans["primal"]]
+    elif solver in plans:
         candidates = [plans[solver]]
     elif solver == "dense":
         candidates = [plans["primal"]] if shape.keep_gram or shape.r >= shape.n else [plans["dual"], plans["primal"]]

@@ -1,0 +1,197 @@
+"""The Jacobian probe at scale: routes under a memory budget, the streamed route against the exact one, the
+disk cache's lifetime, and the budget measured.
+
+References: the exact primal route (float64 Gram and ``syevd``) on the same rows, and the process's peak
+resident set (``resource.getrusage``) in a fresh subprocess for the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from funnelscope.errors import FunnelscopeInputError
+from funnelscope.memory import parse_memory
+from funnelscope.probes.jacobian import jacobian_spectrum
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def mlp(d: int, k: int, hidden: int = 32, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, k)).to(dtype)
+
+
+def test_memory_sizes() -> None:
+    assert parse_memory("4GiB") == 4 << 30
+    assert parse_memory("500MB") == 500_000_000
+    assert parse_memory(" 2 gb ") == 2_000_000_000
+    for bad in ("4 parsecs", "-1GB", 0, True, "GiB"):
+        with pytest.raises(FunnelscopeInputError, match="max_memory"):
+            parse_memory(bad)
+
+
+@pytest.mark.parametrize(("n", "d", "operator"), [(300, 48, "n×n"), (900, 12, "r×r")])
+def test_streamed_route_agrees_with_exact(n: int, d: int, operator: str) -> None:
+    # n ≤ r = 9·d: the n × n operator (two passes per product); n > r: the r × r one
+    model = mlp(d, 10)
+    x = torch.randn(n, d, dtype=torch.float64)
+    exact = jacobian_spectrum(model, x, solver="primal").summary()
+    result = jacobian_spectrum(model, x, solver="streamed", seed=0)
+    streamed = result.summary()
+    assert streamed["method"] == "exact/streamed(device)"
+    reference = jacobian_spectrum(model, x, solver="primal").eigenvalues
+    # top eigenvalues: converged block Krylov Ritz values, each within its stated error bound
+    top = result.metrics["streamed_top_accepted"]
+    assert top >= 10
+    np.testing.assert_allclose(result.eigenvalues[:10], reference[:10], rtol=1e-6)
+    assert abs(streamed["lambda_max"] - exact["lambda_max"]) <= max(streamed["lambda_max_error"], 1e-12)
+    assert streamed["trace"] == pytest.approx(exact["trace"], rel=1e-12)  # Σ M_ii: exact on every route
+    # the quadrature's effective rank: within 3 % (and within four of its jackknife errors)
+    assert streamed["effective_rank"] == pytest.approx(exact["effective_rank"], rel=0.03)
+    assert abs(streamed["effective_rank"] - exact["effective_rank"]) <= 4 * streamed["effective_rank_error"] + 1e-9
+    assert streamed["offdiag_ratio"] == pytest.approx(exact["offdiag_ratio"], rel=0.02)
+    # α reads the quadrature's quantiles below the exact top: within 0.5 here (a few hundred eigenvalues)
+    assert streamed["alpha"] == pytest.approx(exact["alpha"], abs=0.5)
+    assert "alpha" in streamed["approximate"] and exact["approximate"] == ""
+    assert np.isnan(streamed["matrix_rank"]) and exact["alpha_error"] == 0.0
+
+
+def test_auto_takes_the_exact_route_that_fits_and_the_cheaper_one() -> None:
+    x = torch.randn(200, 8, dtype=torch.float64)
+    model = mlp(8, 10)
+    dual = jacobian_spectrum(model, x).summary()  # r = 72 < n = 200: the dual is cheaper
+    assert dual["method"] == "exact/dual"
+    assert dual["predicted_peak_bytes"] <= dual["max_memory"]
+    wide = jacobian_spectrum(mlp(64, 10), torch.randn(100, 64, dtype=torch.float64)).summary()
+    assert wide["method"] == "exact/primal"  # r = 576 > n = 100
+    # r = 2304, n = 3000: a budget below the dual's 8r² = 42 MB and the primal's 8n² = 72 MB, and below the
+    # cache of n·r·8 = 55 MB: streamed from a file
+    tight = jacobian_spectrum(mlp(256, 10), torch.randn(3000, 256, dtype=torch.float64), max_memory="30MB").summary()
+    assert tight["method"] == "exact/streamed(disk)"
+    assert tight["predicted_peak_bytes"] <= 30_000_000
+
+
+def test_primal_passes_follow_the_budget_and_do_not_change_the_result() -> None:
+    model = mlp(64, 10)
+    x = torch.randn(120, 64, dtype=torch.float64)
+    roomy = jacobian_spectrum(model, x, solver="primal")
+    # 8n² + one direction's rows (n·d·8 = 61 kB) and the overheads, but not all nine directions at once
+    narrow = jacobian_spectrum(model, x, solver="primal", max_memory=roomy.summary()["predicted_peak_bytes"] - 300_000)
+    np.testing.assert_allclose(narrow.eigenvalues, roomy.eigenvalues, rtol=1e-10, atol=1e-14 * roomy.eigenvalues[0])
+
+
+def test_a_budget_nothing_fits_is_one_line_saying_what_would() -> None:
+    with pytest.raises(FunnelscopeInputError, match=r"too small .*pass max_memory='\d+MiB'") as caught:
+        jacobian_spectrum(mlp(8, 10), torch.randn(50, 8, dtype=torch.float64), max_memory="1kB")
+    assert "\n" not in str(caught.value)
+    with pytest.raises(FunnelscopeInputError, match="primal route needs"):
+        jacobian_spectrum(mlp(8, 10), torch.randn(50, 8, dtype=torch.float64), solver="primal", max_memory="1MB")
+
+
+def test_auto_never_uses_output_probes_when_they_are_not_fewer() -> None:
+    x = torch.randn(20, 8, dtype=torch.float64)
+    assert jacobian_spectrum(mlp(8, 10), x, method="auto", probes=32).summary()["method"].startswith("exact")
+    # k = 80 > 64: auto sketches with m = 32 < 79 directions, never with m = 79 (k − 1 for probabilities)
+    assert jacobian_spectrum(mlp(8, 80), x, method="auto").summary()["method"].startswith("sketch(m=32)")
+    assert jacobian_spectrum(mlp(8, 80), x, method="auto", probes=79).summary()["method"].startswith("exact")
+    assert jacobian_spectrum(mlp(8, 80), x, method="auto", probes=80, output="logits"
+                             ).summary()["method"].startswith("exact")
+    with pytest.raises(FunnelscopeInputError, match="not fewer than the 9 exact directions"):
+        jacobian_spectrum(mlp(8, 10), x, method="sketch", probes=9)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The disk cache: a temporary directory, removed after success, error and KeyboardInterrupt
+
+
+class Failing(nn.Module):
+    """An MLP whose forward raises ``error`` on its ``at``-th call, after checking that the cache exists."""
+
+    def __init__(self, at: int, error: BaseException, directory: Path) -> None:
+        super().__init__()
+        self.net, self.calls, self.at, self.error, self.directory = mlp(16, 10), 0, at, error, directory
+        self.saw_cache = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.at:
+            self.saw_cache = any(self.directory.glob("funnelscope-jacobian-*/rows.bin"))
+            raise self.error
+        return self.net(x)
+
+
+DISK = {"solver": "streamed", "max_memory": "12MB", "batch_size": 500}
+
+
+def _disk_case() -> torch.Tensor:
+    return torch.randn(10000, 16, dtype=torch.float64)  # cache 10 000 × 144 × 8 B = 11.5 MB: a file under 12 MB
+
+
+def test_disk_cache_is_removed_after_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    x = _disk_case()
+    on_disk = jacobian_spectrum(mlp(16, 10), x, **DISK)
+    assert on_disk.summary()["method"] == "exact/streamed(disk)"
+    assert list(tmp_path.iterdir()) == []
+    in_memory = jacobian_spectrum(mlp(16, 10), x, solver="streamed")
+    assert in_memory.summary()["method"] == "exact/streamed(device)"
+    # the same rows read back (the tighter budget reads smaller blocks and may take fewer quadrature steps)
+    np.testing.assert_allclose(on_disk.eigenvalues[:10], in_memory.eigenvalues[:10], rtol=1e-10)
+    np.testing.assert_array_equal(on_disk.diagonal, in_memory.diagonal)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_disk_cache_is_removed_after_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              error: BaseException) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = Failing(at=12, error=error, directory=tmp_path)  # calls 1–2: shape and activation checks
+    with pytest.raises(type(error)):
+        jacobian_spectrum(model, _disk_case(), **DISK)
+    assert model.saw_cache  # the rows were being written to a file …
+    assert list(tmp_path.iterdir()) == []  # … which is gone
+
+
+# ----------------------------------------------------------------------------------------------------
+# The budget, measured: peak RSS of a fresh process against the prediction
+
+MEASURE = """
+import json, resource, sys, tempfile
+import torch
+from torch import nn
+from funnelscope.probes.jacobian import jacobian_spectrum
+torch.set_num_threads(1)
+tempfile.tempdir = sys.argv[3]
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(256, 64), nn.Tanh(), nn.Linear(64, 10)).eval()
+x = torch.randn(int(sys.argv[1]), 256)
+jacobian_spectrum(model, x[:50])  # warm-up: lazy imports and kernels are not the route's memory
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+summary = jacobian_spectrum(model, x, max_memory=sys.argv[2]).summary()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"method": summary["method"], "predicted": summary["predicted_peak_bytes"], "base": base,
+                  "peak": peak}))
+"""
+
+
+@pytest.mark.parametrize(("n", "budget", "method"), [(2000, "120MB", "exact/primal"),
+                                                     (6000, "30MB", "exact/streamed(disk)")])
+def test_measured_peak_stays_within_the_prediction(tmp_path: Path, n: int, budget: str, method: str) -> None:
+    done = subprocess.run([sys.executable, "-c", MEASURE, str(n), budget, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    assert measured["method"] == method
+    assert measured["predicted"] <= parse_memory(budget)
+    # the increase of the high-water mark over the warmed-up process: at most the prediction (allocator
+    # slack of 16 MiB allowed), so the budget holds
+    assert measured["peak"] - measured["base"] <= measured["predicted"] + (16 << 20), measured
+    assert list(tmp_path.iterdir()) == []
