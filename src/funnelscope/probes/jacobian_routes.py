@@ -10,8 +10,10 @@ route      predicted peak (bytes)                                        cost (m
 =========  ============================================================  =========================================
 primal     ``8n²`` (``M``, float64) + ``g·n·w·8`` (rows of ``g``           ``n²·r/2`` (``dsyrk``) + ``⁴⁄₃·n³`` ×
            directions per pass, as many as fit, at least one) + ``A``     :data:`EIGEN_SLOWDOWN`; ``⌈q/g⌉`` forward
-           (+ ``8n²`` with ``keep_gram``); the eigen-solve overwrites ``M``  passes over the data
-dual       ``8r²`` + ``8b·r`` (a batch's rows) + ``8L·r`` + ``A``         ``n·r²`` + ``⁴⁄₃·r³`` × EIGEN_SLOWDOWN
+           (+ ``8n²`` with ``keep_gram``, + ``8n²`` on an accelerator:     passes over the data
+           its ``eigvalsh`` copies; the CPU's ``syevd`` overwrites ``M``)
+dual       ``8r²`` (``16r²`` on an accelerator) + ``8b·r`` (a batch) +  ``n·r²`` + ``⁴⁄₃·r³`` × EIGEN_SLOWDOWN
+           ``8L·r`` + ``A``
 streamed   ``n·r·s`` when the cache is in memory (else a file) +          ``4·n·r·B`` per block product (``B``
            the block buffer + the Krylov basis ``16·D·B·t`` (``D =        columns), ``t`` + quadrature steps
            min(n, r)``) or the quadrature basis ``8·P·s·D``               products, no eigen-solve of size ``D``
@@ -84,7 +86,9 @@ class RoutePlan:
 def _primal(shape: Shape, budget: int) -> RoutePlan:
     n, q, w = shape.n, shape.q, shape.w
     row_item = 8 if not shape.accelerator else shape.itemsize  # float64 rows on the CPU: dsyrk reads them in place
-    fixed = 8 * n * n * (2 if shape.keep_gram else 1) + shape.activations + 8 * n * shape.classes + _overhead(n)
+    # an accelerator's eigvalsh works on a copy (another 8n²); the CPU's syevd overwrites M
+    copies = 1 + shape.keep_gram + shape.accelerator
+    fixed = 8 * n * n * copies + shape.activations + 8 * n * shape.classes + _overhead(n)
     per_direction = n * w * row_item
     group = max(1, min(q, (budget - fixed) // max(1, per_direction)))
     peak = fixed + group * per_direction
@@ -94,7 +98,8 @@ def _primal(shape: Shape, budget: int) -> RoutePlan:
 
 def _dual(shape: Shape, budget: int) -> RoutePlan:
     r = shape.r
-    peak = 8 * r * r + 8 * (shape.batch + shape.classes) * r + shape.activations + 8 * shape.n + _overhead(shape.n)
+    peak = (8 * r * r * (1 + shape.accelerator) + 8 * (shape.batch + shape.classes) * r + shape.activations
+            + 8 * shape.n + _overhead(shape.n))
     cost = shape.n * r * r + 4 / 3 * r**3 * EIGEN_SLOWDOWN
     return RoutePlan("dual", int(peak), cost, peak <= budget and not shape.keep_gram)
 
