@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -38,6 +39,21 @@ def test_same_seed_gives_the_same_metrics_in_process_and_in_a_pool(tmp_path: Pat
         assert serial.runs[column].notna().all(), column
     other = run_study(labels, tmp_path / "c", size="tiny", seed=1, overrides=TINY_LABELS, report=False)
     assert not _metrics(other.runs)["alpha_mean"].equals(_metrics(serial.runs)["alpha_mean"])
+
+
+def test_labels_study_measures_the_jacobian_on_the_training_split_on_request(tmp_path: Path) -> None:
+    labels = get_study("labels")
+    on = run_study(labels, tmp_path / "on", size="tiny", overrides={**TINY_LABELS, "label_noises": [0.0],
+                                                                       "jacobian_train_n": 50}, report=True)
+    for column in ("jac_train_alpha", "jac_train_lambda_max", "jac_train_trace", "jac_train_effective_rank"):
+        assert on.runs[column].notna().all(), column
+    assert not np.isclose(on.runs["jac_train_trace"], on.runs["jac_trace"]).any()  # other inputs, other M
+    run_dir = tmp_path / "on" / "runs" / on.runs["run_id"].iloc[0]
+    assert len(pd.read_parquet(run_dir / "jacobian_train.parquet")) == 50
+    assert "Jacobian Gram on training inputs" in (tmp_path / "on" / "report.html").read_text()
+    off = run_study(labels, tmp_path / "off", size="tiny", overrides={**TINY_LABELS, "label_noises": [0.0]},
+                    report=False)  # the default: jacobian_train_n = 0
+    assert "jac_train_alpha" not in off.runs
 
 
 class Interrupted(Exception):

@@ -46,6 +46,7 @@ SENTINELS: dict[str, tuple[Any, str]] = {
     "continue_epochs": (0, "no second training phase"),
     "continue_lr": (0.0, "the first phase's lr"),
     "jacobian_n": (0, "no Jacobian"),
+    "jacobian_train_n": (0, "no Jacobian on the training split"),
     "hessian_top_k": (0, "no Hessian"),
 }
 

@@ -10,13 +10,16 @@ then measures it:
 * Jacobian: :func:`funnelscope.jacobian_spectrum` on ``jacobian_n`` test examples (``jacobian.parquet`` per
   example, ``jacobian_eigenvalues.parquet``; ``jac_alpha``, ``jac_lambda_max``, ``jac_trace``,
   ``jac_effective_rank``, ``jac_stable_rank``, ``jac_offdiag_ratio``, ``jac_diagonal_alpha``; the columns of
-  :func:`funnelscope.studies.series.jacobian_metrics`);
+  :func:`funnelscope.studies.series.jacobian_metrics`); with ``jacobian_train_n > 0`` the same on that many
+  training inputs (``jacobian_train*.parquet``, columns ``jac_train_*``);
 * Hessian (``hessian_top_k > 0``): the top eigenvalues and trace of the training loss on ``hessian_n``
   training examples (``hessian_top1``, …, ``hessian_trace``), when :func:`funnelscope.hessian_spectrum` exists;
 * linearity (``linearity``): :func:`funnelscope.layer_linearity` on the test inputs, when it exists.
 
 The generalisation gap is ``train_accuracy − test_accuracy`` (on the labels the model was trained on, noisy
-ones included) and ``loss_gap = test_loss − train_loss``.
+ones included) and ``loss_gap = test_loss − train_loss``. ``fitted`` says whether the run fitted those labels
+(final train accuracy ≥ :data:`FIT_THRESHOLD`, :func:`is_fitted`): Zhang et al. (ICLR 2017) compare networks that
+reach ~100 % train accuracy on true and on random labels; one that stops short is under-trained, not memorising.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from funnelscope.studies.data import Augmentation, prepare_data, subsample
 from funnelscope.studies.models import ARCHITECTURES, build_model
 from funnelscope.studies.training import shuffle_labels, train_classifier
 
-__all__ = ["TRAINING_DEFAULTS", "load_run_model", "run_data", "spec_from_row", "train_run"]
+__all__ = ["FIT_THRESHOLD", "TRAINING_DEFAULTS", "is_fitted", "load_run_model", "run_data", "spec_from_row",
+           "train_run"]
 
 #: Every knob of a training run and its default. ``continue_*`` (batch size > 0) adds a second training phase
 #: from the first one's solution (the large-batch → small-batch study); ``data`` is ``"digits"`` or the path of
@@ -64,10 +68,25 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "continue_lr": 0.0,
     "checkpoints": False,
     "jacobian_n": 300,
+    "jacobian_train_n": 0,
     "hessian_top_k": 0,
     "hessian_n": 512,
     "linearity": False,
 }
+
+
+#: The final train accuracy (on the labels trained on, shuffled ones included) from which a run counts as having
+#: fitted its training labels.
+FIT_THRESHOLD = 0.95
+
+
+def is_fitted(train_accuracy: float) -> bool:
+    """Whether a run with this final train accuracy fitted its training labels (``≥`` :data:`FIT_THRESHOLD`).
+
+    >>> is_fitted(0.99), is_fitted(0.54)
+    (True, False)
+    """
+    return bool(train_accuracy >= FIT_THRESHOLD)
 
 
 def spec_from_row(row: dict[str, Any] | pd.Series) -> dict[str, Any]:
@@ -139,10 +158,14 @@ def train_run(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "test_loss": float(final["test_loss"]), "test_accuracy": float(final["test_accuracy"]),
     }
     row["gap"] = row["train_accuracy"] - row["test_accuracy"]
+    row["fitted"] = is_fitted(row["train_accuracy"])
     row["loss_gap"] = row["test_loss"] - row["train_loss"]
     row.update(_weights(model, run_dir))
     if spec["jacobian_n"] > 0:
         row.update(_jacobian(model, subsample(test, spec["jacobian_n"], seed=spec["seed"]), spec, run_dir))
+    if spec["jacobian_train_n"] > 0:  # the same probe on training inputs (with the labels trained on)
+        train_part = subsample(train, spec["jacobian_train_n"], seed=spec["seed"])
+        row.update(_jacobian(model, train_part, spec, run_dir, split="train"))
     if spec["hessian_top_k"] > 0:
         row.update(_hessian(model, subsample(train, spec["hessian_n"], seed=spec["seed"]), spec, run_dir))
     if spec["linearity"]:
@@ -159,18 +182,24 @@ def _weights(model: torch.nn.Module, run_dir: Path) -> dict[str, float]:
     return weight_metrics(details)
 
 
-def _jacobian(model: torch.nn.Module, data: LabelledData, spec: dict[str, Any], run_dir: Path) -> dict[str, float]:
+def _jacobian(model: torch.nn.Module, data: LabelledData, spec: dict[str, Any], run_dir: Path, *,
+              split: str = "test") -> dict[str, float]:
+    """The Jacobian probe on ``data``: files ``jacobian*.parquet`` and columns ``jac_*`` for the test split,
+    ``jacobian_train*.parquet`` and ``jac_train_*`` for the training split."""
     from funnelscope.probes.jacobian import jacobian_spectrum
     from funnelscope.studies.series import jacobian_metrics
 
     spectrum = jacobian_spectrum(model, data, seed=spec["seed"], device="cpu")
     summary = spectrum.summary()
-    spectrum.to_frame().to_parquet(run_dir / "jacobian.parquet", index=False)
-    pd.DataFrame({"eigenvalue": spectrum.eigenvalues}).to_parquet(run_dir / "jacobian_eigenvalues.parquet")
-    pd.DataFrame([summary]).to_parquet(run_dir / "jacobian_summary.parquet", index=False)
+    name = "jacobian" if split == "test" else f"jacobian_{split}"
+    spectrum.to_frame().to_parquet(run_dir / f"{name}.parquet", index=False)
+    pd.DataFrame({"eigenvalue": spectrum.eigenvalues}).to_parquet(run_dir / f"{name}_eigenvalues.parquet")
+    pd.DataFrame([summary]).to_parquet(run_dir / f"{name}_summary.parquet", index=False)
     out = jacobian_metrics(summary)
     out["jac_diagonal_median"] = float(np.median(spectrum.diagonal))
-    return out
+    if split == "test":
+        return out
+    return {key.replace("jac_", f"jac_{split}_", 1): value for key, value in out.items()}
 
 
 def _hessian(model: torch.nn.Module, data: LabelledData, spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
