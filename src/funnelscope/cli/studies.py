@@ -65,7 +65,7 @@ def demo(
 
 
 def _run_study(name: str, out: Path, *, size: str, **options: Any) -> None:
-    from funnelscope.report.terminal import console, print_headline
+    from funnelscope.report.terminal import console, error_console, print_headline
     from funnelscope.studies.catalog import get_study
     from funnelscope.studies.study import run_study
 
@@ -75,3 +75,5 @@ def _run_study(name: str, out: Path, *, size: str, **options: Any) -> None:
     where = result.report if result.report is not None else result.directory
     print_headline(result.headline, title=definition.title,
                    footer=f"{len(result.runs)} runs; results in {result.directory}/; report: {where}")
+    for caution in result.cautions:  # what the study says about its own results (also in the report)
+        error_console.print(f"[bold yellow]warning:[/] {caution}", highlight=False, soft_wrap=True)

@@ -4,7 +4,9 @@ A study directory holds, by contract with :mod:`funnelscope.studies`:
 
 * ``study.json``: ``{"study", "title", "description", "settings", "versions", "started", "finished",
   "headline": [{"label", "value"}, …]}`` and optionally ``"setting_notes": {key: meaning}`` (what a sentinel
-  value such as ``train_size: 0`` stands for, shown beside it);
+  value such as ``train_size: 0`` stands for, shown beside it) and ``"cautions": [text, …]`` (what the study
+  found about its own results that a reader must know, e.g. runs that did not fit their labels: shown in a
+  "Read with care" box under the headline);
 * ``runs.parquet``: one row per finished run (knobs, final accuracies and losses, scalar metrics);
 * ``figures/manifest.json`` and ``tables/manifest.json``: lists of ``{"file", "title", "caption", "section"}``
   whose ``file`` (a PNG, SVG or JPEG figure; a CSV table) is relative to the study directory.
@@ -99,6 +101,8 @@ class StudyContents:
         ``runs.parquet``, or None when the study has no such file yet.
     warnings : tuple of str
         What the report lacks: missing figure files, or a finished study's missing ``figures/`` folder.
+    cautions : tuple of str
+        ``study.json``'s ``cautions``: what the study says about its own results (shown beside the headline).
     """
 
     directory: Path
@@ -115,6 +119,7 @@ class StudyContents:
     tables: list[ReportItem] = field(default_factory=list)
     runs: pd.DataFrame | None = None
     warnings: tuple[str, ...] = ()
+    cautions: tuple[str, ...] = ()
 
     @property
     def sections(self) -> list[str]:
@@ -233,6 +238,10 @@ def collect_study(study_dir: str | Path) -> StudyContents:
             raise FunnelscopeInputError(f"{study_json}: headline entry {number} must be an object with a 'label'")
         key = f"headline[{number}]"
         headline.append((_text(card["label"], where=where, key=key), _text(card.get("value"), where=where, key=key)))
+    cautions_raw = meta.get("cautions") or []
+    if not isinstance(cautions_raw, list):
+        raise FunnelscopeInputError(f"{study_json}: 'cautions' must be a list of strings")
+    cautions = tuple(_text(text, where=where, key=f"cautions[{number}]") for number, text in enumerate(cautions_raw))
 
     runs = None
     runs_path = directory / "runs.parquet"
@@ -266,6 +275,7 @@ def collect_study(study_dir: str | Path) -> StudyContents:
         tables=_read_manifest(directory, "table"),
         runs=runs,
         warnings=tuple(notes),
+        cautions=cautions,
     )
 
 
@@ -584,6 +594,10 @@ def render_report(study: StudyContents, *, title: str | None = None, max_rows: i
         items = "".join(f"<li>{_esc(text)}</li>" for text in study.warnings)
         parts.append(f'<section class="warnings" role="alert"><strong>Incomplete report</strong><ul>{items}</ul>'
                      "</section>")
+    if study.cautions:
+        items = "".join(f"<li>{_esc(text)}</li>" for text in study.cautions)
+        parts.append(f'<section class="warnings cautions" role="alert"><strong>Read with care</strong><ul>{items}'
+                     "</ul></section>")
     if study.description:
         parts.append(f'<section class="description">{_paragraphs(study.description)}</section>')
 

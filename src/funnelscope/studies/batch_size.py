@@ -16,12 +16,12 @@ import pandas as pd
 
 from funnelscope.studies.common import (
     base_settings,
-    fmt,
     hessian_groups,
     histories,
     layer_table,
     training_spec,
 )
+from funnelscope.studies.headlines import trend
 from funnelscope.studies.series import add_rank_correlations
 from funnelscope.studies.study import StudyDefinition, StudyOutputs
 
@@ -95,16 +95,12 @@ def _summarize(runs: pd.DataFrame, settings: dict[str, Any], outputs: StudyOutpu
     outputs.table(runs[columns], "summary", section=section, title="Runs by batch size",
                   caption="Final accuracies, gap and scalar spectral metrics of every run.")
     add_rank_correlations(runs, outputs, section="Rank correlations")
-    small, large = runs[runs["batch_size"] == runs["batch_size"].min()], runs[
-        runs["batch_size"] == runs["batch_size"].max()]
-    b_small, b_large = int(small["batch_size"].iloc[0]), int(large["batch_size"].iloc[0])
-    outputs.headline_number(f"generalisation gap: batch {b_small} → {b_large}",
-                            f"{fmt(small['gap'].mean())} → {fmt(large['gap'].mean())}")
-    outputs.headline_number(f"weights α: batch {b_small} → {b_large}",
-                            f"{fmt(small['alpha_mean'].mean())} → {fmt(large['alpha_mean'].mean())}")
+    b_small, b_large = int(runs["batch_size"].min()), int(runs["batch_size"].max())
     column = "hessian_top1" if "hessian_top1" in runs else "jac_lambda_max"
-    outputs.headline_number(f"{'Hessian' if column == 'hessian_top1' else 'Jacobian'} λ_1: batch {b_small} → "
-                            f"{b_large}", f"{fmt(small[column].mean())} → {fmt(large[column].mean())}")
+    for metric, label in (("gap", "generalisation gap"), ("alpha_mean", "weights α"),
+                          (column, f"{'Hessian' if column == 'hessian_top1' else 'Jacobian'} λ_1")):
+        outputs.headline_number(f"{label}: batch {b_small} → {b_large}",
+                                trend(runs, "batch_size", metric, levels_name="batch sizes"))
 
 
 BATCH_SIZE = StudyDefinition(

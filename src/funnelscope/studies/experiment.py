@@ -17,7 +17,9 @@ then measures it:
 * linearity (``linearity``): :func:`funnelscope.layer_linearity` on the test inputs, when it exists.
 
 The generalisation gap is ``train_accuracy − test_accuracy`` (on the labels the model was trained on, noisy
-ones included) and ``loss_gap = test_loss − train_loss``.
+ones included) and ``loss_gap = test_loss − train_loss``. ``fitted`` says whether the run fitted those labels
+(final train accuracy ≥ :data:`FIT_THRESHOLD`, :func:`is_fitted`): Zhang et al. (ICLR 2017) compare networks that
+reach ~100 % train accuracy on true and on random labels; one that stops short is under-trained, not memorising.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from funnelscope.studies.data import Augmentation, prepare_data, subsample
 from funnelscope.studies.models import ARCHITECTURES, build_model
 from funnelscope.studies.training import shuffle_labels, train_classifier
 
-__all__ = ["TRAINING_DEFAULTS", "load_run_model", "run_data", "spec_from_row", "train_run"]
+__all__ = ["FIT_THRESHOLD", "TRAINING_DEFAULTS", "is_fitted", "load_run_model", "run_data", "spec_from_row",
+           "train_run"]
 
 #: Every knob of a training run and its default. ``continue_*`` (batch size > 0) adds a second training phase
 #: from the first one's solution (the large-batch → small-batch study); ``data`` is ``"digits"`` or the path of
@@ -70,6 +73,20 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "hessian_n": 512,
     "linearity": False,
 }
+
+
+#: The final train accuracy (on the labels trained on, shuffled ones included) from which a run counts as having
+#: fitted its training labels.
+FIT_THRESHOLD = 0.95
+
+
+def is_fitted(train_accuracy: float) -> bool:
+    """Whether a run with this final train accuracy fitted its training labels (``≥`` :data:`FIT_THRESHOLD`).
+
+    >>> is_fitted(0.99), is_fitted(0.54)
+    (True, False)
+    """
+    return bool(train_accuracy >= FIT_THRESHOLD)
 
 
 def spec_from_row(row: dict[str, Any] | pd.Series) -> dict[str, Any]:
@@ -141,6 +158,7 @@ def train_run(spec: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "test_loss": float(final["test_loss"]), "test_accuracy": float(final["test_accuracy"]),
     }
     row["gap"] = row["train_accuracy"] - row["test_accuracy"]
+    row["fitted"] = is_fitted(row["train_accuracy"])
     row["loss_gap"] = row["test_loss"] - row["train_loss"]
     row.update(_weights(model, run_dir))
     if spec["jacobian_n"] > 0:

@@ -5,7 +5,8 @@ A study is a :class:`StudyDefinition`: its settings at each size (``tiny`` for t
 finished runs and writes figures and tables. :func:`run_study` creates the study directory (the layout the
 HTML report reads)::
 
-    study.json               name, title, description, settings, versions, started/finished, headline
+    study.json               name, title, description, settings, versions, started/finished, headline,
+                             cautions (what a reader must know before trusting the headline)
     runs.parquet             one row per finished run (knobs, accuracies, gap, scalar spectral metrics)
     runs/<run_id>/           the run's own files (history.parquet, weights.parquet, jacobian.parquet, …)
     figures/*.png            figures/manifest.json: [{file, title, caption, section}, …]
@@ -42,12 +43,13 @@ SIZES = ("tiny", "quick", "demo", "full")
 
 @dataclass
 class StudyOutputs:
-    """Collects a study's figures and tables with their manifests, and its headline numbers."""
+    """Collects a study's figures and tables with their manifests, its headline numbers and its cautions."""
 
     directory: Path
     figures: list[dict[str, str]] = field(default_factory=list)
     tables: list[dict[str, str]] = field(default_factory=list)
     headline: list[dict[str, str]] = field(default_factory=list)
+    cautions: list[str] = field(default_factory=list)
 
     def figure(self, figure: Any, name: str, *, title: str, caption: str, section: str) -> Path:
         """Save a matplotlib figure as ``figures/<name>.png`` and list it in the manifest."""
@@ -67,6 +69,10 @@ class StudyOutputs:
     def headline_number(self, label: str, value: str) -> None:
         """One of the study's headline numbers (three per study)."""
         self.headline.append({"label": label, "value": value})
+
+    def caution(self, text: str) -> None:
+        """A warning the report shows in a box above the results (e.g. runs that did not fit their labels)."""
+        self.cautions.append(text)
 
     def write_manifests(self) -> None:
         for kind, entries in (("figures", self.figures), ("tables", self.tables)):
@@ -92,12 +98,14 @@ class StudyDefinition:
 
 @dataclass(frozen=True)
 class StudyResult:
-    """A finished study: its directory, the runs table, the headline numbers and the report (if written)."""
+    """A finished study: its directory, the runs table, the headline numbers, the report (if written) and the
+    cautions the study raised about its own results."""
 
     directory: Path
     runs: pd.DataFrame = field(repr=False)
     headline: list[dict[str, str]]
     report: Path | None = None
+    cautions: tuple[str, ...] = ()
 
 
 def run_study(
@@ -187,10 +195,10 @@ def run_study(
     outputs = StudyOutputs(out)
     definition.summarize(runs, settings, outputs)
     outputs.write_manifests()
-    meta.update(finished=_now(), headline=outputs.headline)
+    meta.update(finished=_now(), headline=outputs.headline, cautions=outputs.cautions)
     write_json(meta_path, meta)
     report_path = write_report(out) if report else None
-    return StudyResult(out, runs, outputs.headline, report_path)
+    return StudyResult(out, runs, outputs.headline, report_path, tuple(outputs.cautions))
 
 
 def check_setting(key: str, value: Any, default: Any) -> None:
