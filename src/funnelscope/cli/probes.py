@@ -131,7 +131,7 @@ def jacobian(
 
     Power-law α, λ_max, ranks, the diagonal and its link to confidence; several models side by side."""
     models, data = read_inputs(models_and_data, weights=weights_file, factory_args=factory_args, n=n,
-                           trust_pickle=trust_pickle, out=out, plots=plots)
+                               trust_pickle=trust_pickle, out=out, plots=plots)
     from funnelscope.memory import format_bytes, parse_memory
 
     budget = max_memory if max_memory == "auto" else parse_memory(max_memory, "--max-memory")
@@ -142,7 +142,7 @@ def jacobian(
     route = (f"route {first['method']}, predicted peak {format_bytes(first['predicted_peak_bytes'])} of "
              f"max memory {format_bytes(first['max_memory'])}")
     report_results(results, title=f"Jacobian spectra on {data.name} (output: {output}; {route})", out=out,
-            table_format=table_format, plots=plots)
+                   table_format=table_format, plots=plots)
 
 
 @command
@@ -172,7 +172,7 @@ def hessian(
 
     Cross-entropy in eval mode; several models side by side."""
     models, data = read_inputs(models_and_data, weights=weights_file, factory_args=factory_args, n=n,
-                           trust_pickle=trust_pickle, out=out, plots=plots)
+                               trust_pickle=trust_pickle, out=out, plots=plots)
     options = {"top_k": top_k, "bottom_k": bottom_k, "density": density, "gauss_newton": gauss_newton, "tol": tol,
                "probes": probes, "lanczos_steps": lanczos_steps, "trace_method": trace_method, "seed": seed,
                "trace_products": trace_products, "batch_size": batch_size, "device": device, "progress": True}
@@ -212,7 +212,7 @@ def landscape(
     from funnelscope.datasets import load_data
 
     models, data = read_inputs(models_and_data, weights=weights_file, factory_args=factory_args, n=n,
-                           trust_pickle=trust_pickle, out=out, plots=plots)
+                               trust_pickle=trust_pickle, out=out, plots=plots)
     if len(models) > 3 or (plane and len(models) != 1):
         raise FunnelscopeInputError(f"give one, two or three models (--plane: one), got {len(models)}")
     datasets = {models_and_data[-1]: data, **{spec: load_data(spec, limit=n) for spec in extra_data or []}}
@@ -226,7 +226,7 @@ def landscape(
         result = landscape_line(modules[0], datasets, other=modules[1] if len(modules) == 2 else None, t=t_range,
                                 **({"points": points} if points is not None else {}), **common)
     report_results({"+".join(labels): result}, title=f"landscape of {', '.join(labels)}", out=out,
-            table_format=table_format, plots=plots)
+                   table_format=table_format, plots=plots)
 
 
 @command
@@ -247,7 +247,7 @@ def linearity(
 
     Fractions of always-active and always-inactive units, and the R² of the best affine map across the block."""
     models, data = read_inputs(models_and_data, weights=weights_file, factory_args=factory_args, n=n,
-                           trust_pickle=trust_pickle, out=out, plots=plots)
+                               trust_pickle=trust_pickle, out=out, plots=plots)
     results = {label: layer_linearity(model, data, batch_size=batch_size, max_features=max_features,
                                       device=device, progress=True) for label, model in models.items()}
     report_results(results, title=f"layer linearity on {data.name}", out=out, table_format=table_format, plots=plots)
