@@ -153,7 +153,7 @@ def bulk_eigenvalues(top: np.ndarray, density: SpectralDensity) -> np.ndarray:
     >>> density = SpectralDensity(nodes=np.array([[1.0, 3.0]]), weights=np.array([[0.5, 0.5]]),
     ...                           residuals=np.zeros((1, 2)), dim=4)
     >>> bulk_eigenvalues(np.array([10.0]), density).tolist()
-    [10.0, 3.0, 2.0, 1.0, 1.0]
+    [10.0, 3.0, 2.5, 1.5, 1.0]
     """
     levels = (np.arange(density.dim) + 0.5) / density.dim
     bulk = np.clip(density.quantiles(levels), 0.0, None)
