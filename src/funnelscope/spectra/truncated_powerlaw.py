@@ -341,7 +341,8 @@ def truncated_power_law_cdf(
     nodes = a + half * (_CDF_NODES + 1.0)
     pieces = (np.exp(_h(nodes, s, lam) - top) * half * _CDF_WEIGHTS).sum(axis=1)
     cumulative = np.concatenate([[0.0], np.cumsum(pieces)])
-    return cumulative[np.searchsorted(breaks, u)] / cumulative[-1]
+    with np.errstate(invalid="ignore"):  # a total that underflows to 0: NaN, which the xmin search skips
+        return cumulative[np.searchsorted(breaks, u)] / cumulative[-1]
 
 
 def fit_truncated_powerlaw(
