@@ -38,6 +38,10 @@ def models_and_data() -> tuple[nn.Module, nn.Module, tuple[torch.Tensor, torch.T
     return make(), make(), (x, y)
 
 
+# summary keys that describe the machine or the run, not the result: wall time, the memory budget and peaks
+MACHINE_DEPENDENT = ("seconds", "max_memory", "peak_bytes")
+
+
 def run_probes(device: str) -> dict[str, dict[str, object]]:
     model, other, data = models_and_data()
     options = {"device": device, "seed": 0}
@@ -50,7 +54,8 @@ def run_probes(device: str) -> dict[str, dict[str, object]]:
         "landscape_plane": fs.landscape_plane(model, data, points=3, workers=1, **options),
         "linearity": fs.layer_linearity(model, data, device=device),
     }
-    out = {name: {k: v for k, v in result.summary().items() if isinstance(v, int | float) and "seconds" not in k}
+    out = {name: {k: v for k, v in result.summary().items()
+                  if isinstance(v, int | float) and not any(part in k for part in MACHINE_DEPENDENT)}
            for name, result in results.items()}
     out["jacobian/exact"]["eigenvalues"] = results["jacobian/exact"].eigenvalues.tolist()
     out["hessian"]["top_eigenvalues"] = results["hessian"].top_eigenvalues.tolist()
