@@ -53,7 +53,10 @@ class CurvatureProducts:
     loss_fn : callable
         ``loss_fn(output, target)``: per-example losses or a batch mean.
     method : {"auto", "forward-over-reverse", "double-backward"}
-        ``auto`` tries forward-over-reverse on the first batch and falls back to double backward.
+        ``auto`` tries forward-over-reverse on the first batch and falls back to double backward; under ``auto``
+        a block of one column (a Lanczos step) goes by double backward, the cheaper for one vector (top 10 of the
+        digits MLP: 0.096 s against 0.145 s all forward-over-reverse), and blocks of several columns are vmapped
+        forward-over-reverse.
     on_product : callable, optional
         Called once per matrix–vector product (a progress bar).
     """
@@ -71,6 +74,7 @@ class CurvatureProducts:
         self.products = 0
         self.on_product = on_product
         self.vectorize = True
+        self.single_double_backward = method == "auto"  # auto: single columns by double backward (faster)
         self.method = self._choose(method)
 
     # -- vectors ------------------------------------------------------------------------------------------
@@ -124,9 +128,16 @@ class CurvatureProducts:
         return "forward-over-reverse"
 
     def _hvp_batch(self, x: torch.Tensor, y: torch.Tensor, columns: list) -> list[list[torch.Tensor]]:
-        if self.method == "forward-over-reverse":
+        # one column (a Lanczos step): double backward is the cheaper of the two on the CPU; blocks are vmapped
+        if self.method == "forward-over-reverse" and (len(columns) > 1 or not self.single_double_backward):
             return self._hvp_forward_over_reverse(x, y, columns)
-        return self._hvp_double_backward(x, y, columns)
+        try:
+            return self._hvp_double_backward(x, y, columns)
+        except (RuntimeError, NotImplementedError):
+            if self.method != "forward-over-reverse":
+                raise
+            self.single_double_backward = False
+            return self._hvp_forward_over_reverse(x, y, columns)
 
     def _ggn_batch(self, x: torch.Tensor, y: torch.Tensor, columns: list) -> list[list[torch.Tensor]]:
         if self.method == "forward-over-reverse":
