@@ -59,7 +59,7 @@ def scripted_runner(model: torch.jit.ScriptModule, record: Record) -> Callable[[
     captured = []
     for node in nodes:
         z, a = node.inputsAt(0), node.output()
-        captured += [_clone_before(graph, z, node), _clone_after(graph, a, node)]
+        captured += [_clone_beside(graph, z, node, after=False), _clone_beside(graph, a, node, after=True)]
     result = graph.return_node()
     values = [result.inputsAt(0), *captured]
     pack = graph.create("prim::TupleConstruct", values)
@@ -90,22 +90,17 @@ def _count_nested(block: torch._C.Block) -> int:
                for node in block.nodes())
 
 
-def _clone_before(graph: torch._C.Graph, value: torch._C.Value, node: torch._C.Node) -> torch._C.Value:
-    """``value.clone()`` just before ``node`` (an in-place activation overwrites its input)."""
+def _clone_beside(graph: torch._C.Graph, value: torch._C.Value, node: torch._C.Node, *,
+                  after: bool) -> torch._C.Value:
+    """``value.clone()`` just before ``node`` (an in-place activation overwrites its input) or just after it
+    (later in-place operations may change its output)."""
     none = graph.insertConstant(None)
     clone = graph.create("aten::clone", [value, none])
     clone.output().setType(value.type())
-    clone.insertBefore(node)
-    none.node().moveBefore(clone)
-    return clone.output()
-
-
-def _clone_after(graph: torch._C.Graph, value: torch._C.Value, node: torch._C.Node) -> torch._C.Value:
-    """``value.clone()`` just after ``node`` (later in-place operations may change it)."""
-    none = graph.insertConstant(None)
-    clone = graph.create("aten::clone", [value, none])
-    clone.output().setType(value.type())
-    clone.insertAfter(node)
+    if after:
+        clone.insertAfter(node)
+    else:
+        clone.insertBefore(node)
     none.node().moveBefore(clone)
     return clone.output()
 
