@@ -40,7 +40,7 @@ def test_least_squares_closed_form_with_a_smaller_last_batch() -> None:
     np.testing.assert_allclose(spectrum.bottom_eigenvalues, exact[::-1][:2], rtol=1e-10)
     np.testing.assert_allclose(spectrum.gauss_newton_top_eigenvalues, exact[:3], rtol=1e-10)  # G = H: linear model
     assert abs(spectrum.trace - exact.sum()) <= 3 * spectrum.trace_stderr
-    assert spectrum.n == 103 and spectrum.dim == 6 and spectrum.method == "forward-over-reverse"
+    assert spectrum.n == 103 and spectrum.dim == 6 and spectrum.method == "double-backward"
     # the mean of batch means (a common mistake) weights the last 7 examples as much as a batch of 16 ones
     weights = torch.cat([torch.full((96,), 1 / (7 * 16)), torch.full((7,), 1 / (7 * 7))]).double()
     wrong = np.linalg.eigvalsh((2 * x.T @ (weights[:, None] * x)).numpy())[::-1]
@@ -208,11 +208,11 @@ def test_outliers_are_the_eigenvalues_above_the_drawn_edge() -> None:
     assert few.outliers == 2 and few.outliers_at_least and few.summary()["outliers_at_least"]
 
 
-def test_routes_agree_and_torchscript_falls_back_to_double_backward() -> None:
+def test_forward_over_reverse_double_backward_and_torchscript_agree() -> None:
     model, x, y = tiny_network()
     options = {"top_k": 2, "trace_products": 8, "lanczos_steps": 30, "gauss_newton": True, "seed": 1}
-    forward = hessian_spectrum(model, (x, y), **options)
-    backward = hessian_spectrum(model, (x, y), hvp="double-backward", **options)
+    forward = hessian_spectrum(model, (x, y), hvp="forward-over-reverse", **options)
+    backward = hessian_spectrum(model, (x, y), **options)
     scripted = hessian_spectrum(torch.jit.script(model), (x, y), **options)
     assert forward.method == "forward-over-reverse"
     assert backward.method == scripted.method == "double-backward"
@@ -277,3 +277,26 @@ def test_bad_data() -> None:
         hessian_spectrum(model, (torch.randn(40, 5, dtype=torch.float64), y))
     with pytest.raises(FunnelscopeInputError, match=r"the loss failed|class indices"):
         hessian_spectrum(model, (x, y + 3))  # labels beyond the 3 classes
+
+
+def test_kept_gradient_graphs_give_the_dense_hessian_within_their_memory() -> None:
+    from funnelscope.data import read_data
+    from funnelscope.probes.curvature import CurvatureProducts
+    from funnelscope.probes.loss import resolve_loss
+
+    model, x, y = tiny_network()
+    dense = dense_hessian(model, x, y)
+    batches = read_data((x, y), batch_size=16)  # 3 batches
+    block = torch.eye(dense.shape[0], dtype=torch.float64)[:, :5]
+    kept = CurvatureProducts(model, batches, resolve_loss(None))
+    rebuilt = CurvatureProducts(model, batches, resolve_loss(None), graph_memory=0)
+    for _ in range(2):  # the second pass runs on the kept graphs
+        columns = [kept.hessian_matmat(block[:, [j]]) for j in range(5)]
+        np.testing.assert_allclose(torch.cat(columns, 1).numpy(), dense[:, :5], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(rebuilt.hessian_matmat(block[:, [0]]).numpy(), dense[:, :1], rtol=1e-10, atol=1e-12)
+    assert len(kept._graphs) == 3 and 0 < kept._graph_bytes <= kept.graph_memory
+    assert not rebuilt._graphs and rebuilt._graph_bytes == 0
+    one = CurvatureProducts(model, batches, resolve_loss(None), graph_memory=kept._graph_bytes // 2)
+    one.hessian_matmat(block[:, [0]])
+    assert 0 < len(one._graphs) < 3 and one._graph_bytes <= one.graph_memory
+    assert kept.method == "double-backward" and kept._functional_runs is None  # auto never tried torch.func

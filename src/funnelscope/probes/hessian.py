@@ -317,8 +317,9 @@ def hessian_spectrum(
     batch_size : int, default 256
         Batch size for tensor data (a DataLoader keeps its own).
     hvp : {"auto", "forward-over-reverse", "double-backward"}
-        How products are computed; ``auto`` prefers forward-over-reverse and falls back to double backward
-        (TorchScript modules, operations without forward-mode rules).
+        How products are computed; ``auto``: double backward on gradient graphs kept between products (one
+        backward pass a product while they fit a quarter of the available memory), forward-over-reverse
+        where double backward fails (:class:`~funnelscope.probes.curvature.CurvatureProducts`).
     seed : int or None, default 0
         Seed of the Lanczos start vector and the probes (None: fresh randomness).
     device : torch device, optional
