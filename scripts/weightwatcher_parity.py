@@ -12,6 +12,11 @@ and (TPL) for the unitless ``Λ·xmin``. ``xmin_peak``, ``TPL`` and ``E_TPL`` go
 WeightWatcher, which needs powerlaw < 2 (WeightWatcher 0.7.7 passes ``distribution=`` to ``powerlaw.Fit``, which
 powerlaw 2 rejects); put powerlaw 1.5 first on ``PYTHONPATH`` otherwise. WeightWatcher's TPL search takes one to
 three minutes per layer (``mpmath`` incomplete gammas inside Nelder–Mead for every candidate ``xmin``).
+
+For TPL and E_TPL both of funnelscope's optimisers are compared: ``tpl_optimizer="exact"`` (the default, the
+likelihood's maximum) and ``"nelder-mead"`` (powerlaw's iteration, WeightWatcher's numbers). With ``--save DIR``
+WeightWatcher's own table is kept as ``DIR/weightwatcher_<option>.json`` and ``--reuse`` reads it back instead of
+running WeightWatcher again.
 """
 
 from __future__ import annotations
@@ -47,14 +52,21 @@ details.to_json(sys.argv[2], orient="records")
 """
 
 
-def compare(name: str, layers: list[str] | None, out: Path, save: Path | None = None) -> dict[str, object]:
+def compare(name: str, layers: list[str] | None, out: Path, save: Path | None = None,
+            reuse: bool = False) -> dict[str, object]:
     theirs_options, ours_options = OPTIONS[name]
     if layers:
         theirs_options = {**theirs_options, "layers": layers}
     path = minilm_safetensors()
+    kept = save / f"weightwatcher_{name}.json" if save is not None else None
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", _SCRIPT, str(path), str(out), json.dumps(theirs_options)], check=True,
-                   capture_output=True)
+    if reuse and kept is not None and kept.exists():
+        out = kept
+    else:
+        subprocess.run([sys.executable, "-c", _SCRIPT, str(path), str(out), json.dumps(theirs_options)], check=True,
+                       capture_output=True)
+        if kept is not None:
+            kept.write_text(out.read_text())
     ww_seconds = time.perf_counter() - start
     theirs = pd.DataFrame(json.loads(out.read_text())).set_index("name")
     start = time.perf_counter()
@@ -65,6 +77,13 @@ def compare(name: str, layers: list[str] | None, out: Path, save: Path | None = 
     columns = {"alpha": (ours["alpha"], theirs["alpha"])}
     if name in ("TPL", "E_TPL"):
         columns["Lambda_xmin"] = (ours["Lambda"] * ours["xmin"], theirs["Lambda"] * theirs["xmin"])
+        start = time.perf_counter()
+        nelder_mead = analyze_weights(path, layers=layers, tpl_optimizer="nelder-mead", **ours_options
+                                      ).set_index("name").loc[theirs.index]
+        result["funnelscope_nelder_mead_s"] = round(time.perf_counter() - start, 1)
+        columns["nelder_mead_alpha"] = (nelder_mead["alpha"], theirs["alpha"])
+        columns["nelder_mead_Lambda_xmin"] = (nelder_mead["Lambda"] * nelder_mead["xmin"],
+                                              theirs["Lambda"] * theirs["xmin"])
     if name == "detX":
         columns["detX_num"] = (ours["detX_num"], theirs["detX_num"])
     if save is not None:  # the layers side by side, to explain each difference
@@ -83,11 +102,12 @@ def main() -> None:
     parser.add_argument("--options", default=",".join(OPTIONS), help="comma-separated: " + ", ".join(OPTIONS))
     parser.add_argument("--layers", nargs="*", help="layer names (default: all)")
     parser.add_argument("--save", type=Path, help="a directory for one per-layer CSV per option")
+    parser.add_argument("--reuse", action="store_true", help="read WeightWatcher's tables kept in --save")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.options.split(","):
-            rows.append(compare(name, args.layers, Path(scratch) / f"{name}.json", args.save))
+            rows.append(compare(name, args.layers, Path(scratch) / f"{name}.json", args.save, args.reuse))
             print(json.dumps(rows[-1]), flush=True)
     print(pd.DataFrame(rows).to_string(index=False))
 

@@ -43,6 +43,7 @@ from funnelscope.spectra.powerlaw import fit_powerlaw
 from funnelscope.spectra.synthetic import student_t_matrix
 from funnelscope.spectra.truncated_powerlaw import (
     fit_truncated_powerlaw,
+    nelder_mead_fits,
     truncated_power_law_cdf,
     truncated_power_law_logpdf,
     truncated_power_law_mle,
@@ -319,6 +320,38 @@ def test_tpl_xmin_search_equals_brute_force() -> None:
     assert fit.alpha == pytest.approx(best[1][1], abs=1e-4) and fit.Lambda == pytest.approx(best[1][2], rel=1e-3)
 
 
+def test_nelder_mead_fits_take_scipy_fmins_steps() -> None:
+    """The vectorised transcription against ``scipy.optimize.fmin`` itself, on the per-value log-likelihood
+    (``truncated_power_law_logpdf``) with powerlaw's out-of-range score, over tails that end at α = 1, inside,
+    and on a power law."""
+    rng = np.random.default_rng(3)
+    tails = [1.0 + rng.exponential(2.0, 300),  # exponential-like: Nelder–Mead runs into α = 1
+             np.sort(rng.pareto(1.5, 400) + 1.0) * 0.3,  # a power law: Λ tends to 0
+             (rng.pareto(2.0, 250) + 1.0) * np.exp(-rng.exponential(0.1, 250))]
+    u_mean, y_mean, n, xmins, expected = [], [], [], [], []
+    for tail in tails:
+        xmin = float(tail.min())
+
+        def negative_loglik(params: np.ndarray, tail: np.ndarray = tail, xmin: float = xmin) -> float:
+            alpha, lam = params
+            if not (alpha > 1 and lam > 0):
+                return tail.size * -math.log(1e-307)
+            return -float(truncated_power_law_logpdf(tail, alpha=alpha, Lambda=lam, xmin=xmin).sum())
+
+        start = [1 + tail.size / np.log(tail / xmin).sum(), 1 / tail.mean()]
+        expected.append(optimize.fmin(negative_loglik, start, disp=False))
+        u_mean.append(np.log(tail / xmin).mean())
+        y_mean.append((tail / xmin).mean())
+        n.append(tail.size)
+        xmins.append(xmin)
+    alpha, L, f = nelder_mead_fits(np.array(u_mean), np.array(y_mean), np.array(n), np.array(xmins))
+    np.testing.assert_allclose(alpha, [e[0] for e in expected], rtol=1e-9)
+    np.testing.assert_allclose(L / np.array(xmins), [e[1] for e in expected], rtol=1e-9)
+    assert alpha[0] < 1.01  # at the bound
+    for tail, xmin, count, mean_nll in zip(tails, xmins, n, f, strict=True):  # the exact maximum is never lower
+        assert fit_truncated_powerlaw(tail, xmin=xmin).loglik >= -count * (mean_nll + math.log(xmin)) - 1e-9
+
+
 def heavy_tailed_weights(path: Path) -> Path:
     """Six 200 × 100 Student-t(3) layers (100 eigenvalues each: WeightWatcher's TPL search costs seconds)."""
     tensors = {f"layer{i}.weight": torch.from_numpy(student_t_matrix(200, 100, dof=3.0, seed=10 + i)).float()
@@ -353,6 +386,11 @@ def test_tpl_parity_with_weightwatcher_on_heavy_tailed_layers(fit: str, tmp_path
     ours = analyze_weights(weights, fit=fit).set_index("name").loc[theirs.index]
     check_tpl_parity(weights, ours, theirs, min_close=6)
     assert ((ours["Lambda"] - theirs["Lambda"]).abs() * ours["xmin"] <= 0.01).sum() >= 4
+    same = analyze_weights(weights, fit=fit, tpl_optimizer="nelder-mead").set_index("name").loc[theirs.index]
+    np.testing.assert_allclose(same["xmin"], theirs["xmin"], rtol=1e-9)
+    np.testing.assert_allclose(same["alpha"], theirs["alpha"], rtol=1e-6)
+    # Λ·xmin (unitless) to 1e-6: WeightWatcher's JSON keeps 10 decimals of Λ (1.3e-09 for 1.252e-09), × xmin ~ 1e3
+    np.testing.assert_allclose(same["Lambda"] * same["xmin"], theirs["Lambda"] * theirs["xmin"], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -366,6 +404,8 @@ def test_tpl_parity_with_weightwatcher_on_minilm(fit: str, minilm: Path, tmp_pat
                                layers=layers)
     ours = analyze_weights(minilm, fit=fit, layers=layers).set_index("name").loc[theirs.index]
     check_tpl_parity(minilm, ours, theirs, min_close=2)
+    same = analyze_weights(minilm, fit=fit, layers=layers, tpl_optimizer="nelder-mead").set_index("name")
+    np.testing.assert_allclose(same.loc[theirs.index, "alpha"], theirs["alpha"], rtol=1e-6)
 
 
 def test_tpl_columns_and_the_nested_test(minilm_spectra: dict[str, np.ndarray]) -> None:
@@ -580,6 +620,8 @@ def test_lora_mistakes_raise(adapter, tmp_path: Path) -> None:
         ({"fit": "TPL", "xmax": 3.0}, "xmax=3.0"),
         ({"detX": "yes"}, "detX='yes'"),
         ({"peft": True, "randomize": True}, "randomize"),
+        ({"fit": "TPL", "tpl_optimizer": "bfgs"}, "tpl_optimizer='bfgs'"),
+        ({"tpl_optimizer": "nelder-mead"}, "needs fit='TPL' or fit='E_TPL'"),
     ],
 )
 def test_bad_options_raise_naming_the_value(options: dict[str, object], match: str) -> None:

@@ -56,6 +56,8 @@ def weights(
     xmin_max: float | None = api_option(analyze_weights, "xmin_max", "xmin_peak: the largest xmin."),
     max_fingers: int | None = api_option(analyze_weights, "max_fingers", "clip_xmax: most eigenvalues clipped."),
     finger_thresh: float | None = api_option(analyze_weights, "finger_thresh", "clip_xmax: the α drop of a finger."),
+    tpl_optimizer: str = api_option(analyze_weights, "tpl_optimizer", "TPL/E_TPL: exact (the likelihood's maximum) "
+                                    "or nelder-mead (WeightWatcher's numbers)."),
     detx: bool = api_option(analyze_weights, "detX", "Add detX_num, detX_val (SETOL's det X = 1 condition).",
                             "--detX"),
     base_model: Annotated[Path | None, typer.Option(help="Analyse ΔW = W − W_base against this base (with --peft: "
@@ -98,7 +100,7 @@ def weights(
     spectra = weight_spectra(path, layers=layers, min_evals=min_evals, max_evals=max_evals, pool=pool,
                              randomize=randomize, eig_method=eig_method, fit=fit, fix_fingers=fix_fingers,
                              xmin_max=xmin_max, max_fingers=max_fingers, finger_thresh=finger_thresh, detX=detx,
-                             base_model=base_model,
+                             tpl_optimizer=tpl_optimizer, base_model=base_model,
                              peft=("with_base" if base_model is not None else True) if peft else False,
                              device=device, trust_pickle=trust_pickle, progress=True)
     result = WeightsAnalysis.from_spectra(spectra, source=str(path), strict=strict, keep_spectra=plots)

@@ -17,6 +17,8 @@ option                           per layer
                                  tail), ``tpl_R``, ``tpl_p`` (the nested likelihood-ratio test against it)
 ``fit="E_TPL"``                  the truncated power law with its ``xmin`` in the ``xmin_peak`` range
                                  (WeightWatcher's "extended" TPL)
+``tpl_optimizer="nelder-mead"``  the TPL fits by powerlaw's Nelder–Mead (WeightWatcher's numbers, often stopped
+                                 near α = 1 below the likelihood's maximum) instead of the exact maximum
 ``detX=True``                    ``detX_num``, ``detX_val``, ``ERG_gap`` (:mod:`funnelscope.spectra.detx`)
 ===============================  =====================================================================================
 
@@ -37,9 +39,10 @@ from funnelscope.spectra.metrics import training_warning
 from funnelscope.spectra.powerlaw import PowerLawFit, fit_powerlaw
 from funnelscope.spectra.truncated_powerlaw import fit_truncated_powerlaw
 
-__all__ = ["FITS", "TailOptions", "fit_tail", "tail_options"]
+__all__ = ["FITS", "TPL_OPTIMIZERS", "TailOptions", "fit_tail", "tail_options"]
 
 FITS = ("PL", "TPL", "E_TPL")
+TPL_OPTIMIZERS = ("exact", "nelder-mead")
 DEFAULT_MAX_FINGERS = 10
 DEFAULT_FINGER_THRESH = 1.0
 
@@ -56,6 +59,7 @@ class TailOptions:
     detX: bool = False
     xmin: float | None = None
     xmax: float | None = None
+    tpl_optimizer: str = "exact"
 
 
 def tail_options(
@@ -68,6 +72,7 @@ def tail_options(
     detX: bool = False,
     xmin: float | None = None,
     xmax: float | None = None,
+    tpl_optimizer: str = "exact",
 ) -> TailOptions:
     """Check the tail options of ``analyze_weights`` and combine them (``E_TPL`` implies ``xmin_peak``).
 
@@ -81,6 +86,12 @@ def tail_options(
     """
     if fit not in FITS:
         raise FunnelscopeInputError(f"fit={fit!r} must be one of {', '.join(map(repr, FITS))}")
+    if tpl_optimizer not in TPL_OPTIMIZERS:
+        raise FunnelscopeInputError(f"tpl_optimizer={tpl_optimizer!r} must be one of "
+                                    f"{', '.join(map(repr, TPL_OPTIMIZERS))}")
+    if tpl_optimizer != "exact" and fit == "PL":
+        raise FunnelscopeInputError(f"tpl_optimizer={tpl_optimizer!r} fits the truncated power law: it needs "
+                                    "fit='TPL' or fit='E_TPL'")
     if fix_fingers is not None and fix_fingers not in FIX_FINGERS:
         raise FunnelscopeInputError(f"fix_fingers={fix_fingers!r} must be None, 'xmin_peak' or 'clip_xmax'")
     if fit == "E_TPL":
@@ -121,6 +132,7 @@ def tail_options(
         detX=bool(detX),
         xmin=xmin,
         xmax=xmax,
+        tpl_optimizer=tpl_optimizer,
     )
 
 
@@ -169,7 +181,7 @@ def _truncated_fit(eigenvalues: np.ndarray, options: TailOptions) -> tuple[Power
     bounded): ``tpl_R`` (< 0 favours the truncated law) and ``tpl_p``.
     """
     window = xmin_peak_bounds(eigenvalues, xmin_max=options.xmin_max) if options.fix_fingers == "xmin_peak" else None
-    tpl = fit_truncated_powerlaw(eigenvalues, xmin=window)
+    tpl = fit_truncated_powerlaw(eigenvalues, xmin=window, optimizer=options.tpl_optimizer)
     fit = fit_powerlaw(eigenvalues, xmin=(tpl.xmin, tpl.xmin))
     test = fit.compare("truncated_power_law")
     columns = alpha_columns(eigenvalues, tpl.alpha)

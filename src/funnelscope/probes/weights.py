@@ -126,6 +126,7 @@ def analyze_weights(
     xmin_max: float | None = None,
     max_fingers: int | None = None,
     finger_thresh: float | None = None,
+    tpl_optimizer: str = "exact",
     detX: bool = False,
     base_model: object = None,
     peft: bool | str = False,
@@ -171,6 +172,12 @@ def analyze_weights(
         ``finger_thresh`` (default 1.0): columns ``num_fingers`` (values clipped) and ``raw_alpha``.
     xmin_max, max_fingers, finger_thresh : optional
         The ``fix_fingers`` parameters above; each needs its mode.
+    tpl_optimizer : {"exact", "nelder-mead"}, default "exact"
+        How ``fit="TPL"``/``"E_TPL"`` maximise the likelihood at each candidate ``xmin``: exactly
+        (:func:`~funnelscope.spectra.truncated_powerlaw.truncated_power_law_mle`), or by powerlaw 1.5's
+        Nelder–Mead, step for step, to reproduce WeightWatcher 0.7.7's ``alpha``, ``Lambda`` and ``xmin``
+        (:func:`~funnelscope.spectra.truncated_powerlaw.nelder_mead_fits`; it often stops near α = 1 with a lower
+        likelihood than the maximum, and the KS search may then choose another ``xmin``).
     detX : bool, default False
         Add ``detX_num``, ``detX_val`` and ``ERG_gap`` (SETOL's det X = 1 condition, as WeightWatcher computes
         it; :mod:`funnelscope.spectra.detx`).
@@ -227,6 +234,7 @@ def analyze_weights(
         xmin_max=xmin_max,
         max_fingers=max_fingers,
         finger_thresh=finger_thresh,
+        tpl_optimizer=tpl_optimizer,
         detX=detX,
         base_model=base_model,
         peft=peft,
@@ -254,6 +262,7 @@ def weight_spectra(
     xmin_max: float | None = None,
     max_fingers: int | None = None,
     finger_thresh: float | None = None,
+    tpl_optimizer: str = "exact",
     detX: bool = False,
     base_model: object = None,
     peft: bool | str = False,
@@ -269,7 +278,8 @@ def weight_spectra(
     if eig_method not in ("gram", "svd"):
         raise FunnelscopeInputError(f"eig_method must be 'gram' or 'svd', got {eig_method!r}")
     tail = tail_options(fit=fit, fix_fingers=fix_fingers, xmin_max=xmin_max, max_fingers=max_fingers,
-                        finger_thresh=finger_thresh, detX=detX, xmin=xmin, xmax=xmax)
+                        finger_thresh=finger_thresh, detX=detX, xmin=xmin, xmax=xmax,
+                        tpl_optimizer=tpl_optimizer)
     check_derivation(base_model, peft, randomize)
     source = open_weights(model_or_path, trust_pickle=trust_pickle)
     source = derive_source(model_or_path, source, base_model=base_model, peft=peft, trust_pickle=trust_pickle)

@@ -34,6 +34,7 @@ optimiser: ``scipy.optimize.fmin`` (Nelder–Mead, default tolerances) stops sho
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,7 @@ from funnelscope.errors import FunnelscopeInputError
 __all__ = [
     "TruncatedPowerLawFit",
     "fit_truncated_powerlaw",
+    "nelder_mead_fits",
     "truncated_power_law_cdf",
     "truncated_power_law_logpdf",
     "truncated_power_law_mle",
@@ -349,6 +351,7 @@ def fit_truncated_powerlaw(
     values: np.ndarray,
     *,
     xmin: float | tuple[float | None, float | None] | None = None,
+    optimizer: str = "exact",
 ) -> TruncatedPowerLawFit:
     """Fit a truncated power law to the tail of ``values``, choosing :math:`x_{\\min}` by the KS distance.
 
@@ -361,6 +364,9 @@ def fit_truncated_powerlaw(
     Args:
         values: 1-D array of finite values (e.g. eigenvalues).
         xmin: ``None``, a number or a ``(lo, hi)`` range (either may be ``None``).
+        optimizer: ``"exact"``: the maximum-likelihood fit (:func:`truncated_power_law_mle`); ``"nelder-mead"``:
+            powerlaw 1.5's, hence WeightWatcher 0.7.7's, for parity with it (:func:`nelder_mead_fits`: the same
+            start, scoring and ``scipy.optimize.fmin`` run, which often stops near α = 1 below the maximum).
 
     Returns:
         :class:`TruncatedPowerLawFit`.
@@ -392,7 +398,13 @@ def fit_truncated_powerlaw(
     suffix_x = np.cumsum(x[::-1])[::-1]
     u_mean = suffix_log[first] / n - np.log(candidates)
     y_mean = suffix_x[first] / (n * candidates)
-    alpha, L, f, var_alpha = truncated_power_law_mle(u_mean, y_mean, alpha_min=1.0)
+    if optimizer == "exact":
+        alpha, L, f, var_alpha = truncated_power_law_mle(u_mean, y_mean, alpha_min=1.0)
+    elif optimizer == "nelder-mead":
+        alpha, L, f = nelder_mead_fits(u_mean, y_mean, n, candidates)
+        var_alpha = _alpha_variance(alpha, L)
+    else:
+        raise FunnelscopeInputError(f"optimizer={optimizer!r} must be 'exact' or 'nelder-mead'")
     points, top = _panels(1.0 - alpha, L, np.full(alpha.size, math.inf))
     D = np.empty(candidates.size)
     for j, (i, xm) in enumerate(zip(first, candidates, strict=True)):
@@ -411,6 +423,115 @@ def fit_truncated_powerlaw(
         n=int(N),
         loglik=float(-n[best] * (f[best] + math.log(xm))),
     )
+
+
+_OUT_OF_RANGE = -math.log(10.0**sys.float_info.min_10_exp)  # powerlaw's −ln p outside α > 1, Λ > 0 (1e-307)
+
+
+def nelder_mead_fits(u_mean: np.ndarray, y_mean: np.ndarray, n: np.ndarray, xmin: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """powerlaw 1.5's truncated power-law fit of each tail, as WeightWatcher 0.7.7 runs it: ``(α, L, f)``.
+
+    powerlaw minimises the summed negative log-likelihood in ``(α, Λ)`` with ``scipy.optimize.fmin`` (Nelder–Mead,
+    default settings) from ``α₀ = 1 + 1/ū``, ``Λ₀ = 1/mean(x)`` (``Truncated_Power_Law._initial_parameters``),
+    every value scored ``p = 1e-307`` when ``α ≤ 1`` or ``Λ ≤ 0`` (``Distribution.pdf``). This is that iteration,
+    step for step (scipy's ``_minimize_neldermead``, non-adaptive: reflection 1, expansion 2, contractions ½,
+    shrink ½; the first simplex ``x₀`` and ``x₀`` with one coordinate × 1.05; stop when the simplex is within
+    ``1e-4`` of its best vertex in both coordinates and values, or after 400 evaluations or iterations), run for
+    all tails at once. The sum leaves out ``n·ln xmin`` where the parameters are in range: no difference
+    between two points in range changes and the plateau outside stays above them all, so every comparison
+    comes out as in powerlaw. ``L = Λ·xmin``; ``f`` is the mean negative log-likelihood of
+    :func:`truncated_power_law_mle` (without ``ln xmin``).
+
+    >>> alpha, L, f = nelder_mead_fits(np.array([0.5]), np.array([1.8]), np.array([400]), np.array([2.0]))
+    >>> bool(alpha[0] > 1 and L[0] > 0)
+    True
+    """
+    u_mean, y_mean, xmin = (np.asarray(a, dtype=np.float64) for a in (u_mean, y_mean, xmin))
+    n = np.asarray(n, dtype=np.float64)
+    m, limit = u_mean.size, 400  # scipy: maxiter = maxfun = 200·N, N = 2 parameters
+    calls = np.zeros(m, dtype=np.int64)
+
+    def total(rows: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values at ``points`` (k, 2) for the tails ``rows``, and which rows had an evaluation left."""
+        allowed = calls[rows] < limit
+        calls[rows] += allowed
+        alpha, Lambda = points[:, 0], points[:, 1]
+        inside = (alpha > 1) & (Lambda > 0)
+        values = n[rows] * _OUT_OF_RANGE
+        if inside.any():
+            i = rows[inside]
+            L = Lambda[inside] * xmin[i]
+            logz = _moments(1.0 - alpha[inside], L, np.full(i.size, math.inf))[0]
+            values[inside] = n[i] * (alpha[inside] * u_mean[i] + L * (y_mean[i] - 1.0) + logz)
+        return values, allowed
+
+    start = np.stack([1.0 + 1.0 / u_mean, 1.0 / (xmin * y_mean)], axis=1)
+    sim = np.repeat(start[:, None, :], 3, axis=1)
+    sim[:, 1, 0] *= 1.05
+    sim[:, 2, 1] *= 1.05
+    everyone = np.arange(m)
+    fsim = np.stack([total(everyone, sim[:, j])[0] for j in range(3)], axis=1)
+
+    def order() -> None:
+        ind = np.argsort(fsim, axis=1, kind="stable")
+        sim[:] = np.take_along_axis(sim, ind[:, :, None], axis=1)
+        fsim[:] = np.take_along_axis(fsim, ind, axis=1)
+
+    order()
+    active = np.ones(m, dtype=bool)
+    for _iteration in range(1, limit):
+        active &= calls < limit
+        spread = np.abs(sim[:, 1:] - sim[:, :1]).reshape(m, -1).max(axis=1)
+        active &= ~((spread <= 1e-4) & (np.abs(fsim[:, :1] - fsim[:, 1:]).max(axis=1) <= 1e-4))
+        rows = np.flatnonzero(active)
+        if not rows.size:
+            break
+        xbar = sim[rows, :2].sum(axis=1) / 2
+        worst = sim[rows, 2]
+        xr = 2 * xbar - worst
+        fxr, ok = total(rows, xr)
+        rows, xbar, worst, xr, fxr = rows[ok], xbar[ok], worst[ok], xr[ok], fxr[ok]
+        expand = fxr < fsim[rows, 0]
+        accept = ~expand & (fxr < fsim[rows, 1])
+        outside = ~expand & ~accept & (fxr < fsim[rows, 2])
+        inner = ~expand & ~accept & ~outside
+        if expand.any():
+            r = rows[expand]
+            xe = 3 * xbar[expand] - 2 * worst[expand]
+            fxe, ok_e = total(r, xe)
+            better = fxe < fxr[expand]
+            new = np.where(better[:, None], xe, xr[expand])
+            fnew = np.where(better, fxe, fxr[expand])
+            sim[r[ok_e], 2], fsim[r[ok_e], 2] = new[ok_e], fnew[ok_e]
+        sim[rows[accept], 2], fsim[rows[accept], 2] = xr[accept], fxr[accept]
+        shrink = np.zeros(rows.size, dtype=bool)
+        for case, point, keep in ((outside, 1.5 * xbar - 0.5 * worst, np.less_equal),
+                                  (inner, 0.5 * xbar + 0.5 * worst, None)):
+            if not case.any():
+                continue
+            r = rows[case]
+            fc, ok_c = total(r, point[case])
+            good = keep(fc, fxr[case]) if keep is not None else fc < fsim[r, 2]
+            take = ok_c & good
+            sim[r[take], 2], fsim[r[take], 2] = point[case][take], fc[take]
+            shrink[np.flatnonzero(case)[ok_c & ~good]] = True
+        for j in (1, 2):
+            r = rows[shrink]
+            sim[r, j] = sim[r, 0] + 0.5 * (sim[r, j] - sim[r, 0])
+            values, ok_s = total(r, sim[r, j])
+            fsim[r[ok_s], j] = values[ok_s]
+            shrink[np.flatnonzero(shrink)[~ok_s]] = False  # out of evaluations: scipy stops mid-shrink
+        order()
+    alpha, Lambda = sim[:, 0, 0], sim[:, 0, 1]
+    return alpha, Lambda * xmin, fsim[:, 0] / n
+
+
+def _alpha_variance(alpha: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """``n·Var(α̂)`` from the Fisher information of both parameters (the covariance of ``(u, e^u)``)."""
+    _, _, _, var_u, var_v, cov = _moments(1.0 - alpha, L, np.full(alpha.size, math.inf))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return var_v / (var_u * var_v - cov**2)
 
 
 def _candidates(x: np.ndarray, distinct: np.ndarray, xmin: float | tuple | None) -> np.ndarray:
