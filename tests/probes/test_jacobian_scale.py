@@ -61,6 +61,8 @@ def test_streamed_route_agrees_with_exact(n: int, d: int, operator: str) -> None
     assert streamed["offdiag_ratio"] == pytest.approx(exact["offdiag_ratio"], rel=0.02)
     # α reads the quadrature's quantiles below the exact top: within 0.5 here (a few hundred eigenvalues)
     assert streamed["alpha"] == pytest.approx(exact["alpha"], abs=0.5)
+    # its stated error (jackknife or the change from half the quadrature steps, the larger) covers the difference
+    assert abs(streamed["alpha"] - exact["alpha"]) <= 2 * streamed["alpha_error"] + 1e-6
     assert "alpha" in streamed["approximate"] and exact["approximate"] == ""
     assert np.isnan(streamed["matrix_rank"]) and exact["alpha_error"] == 0.0
 
@@ -195,3 +197,15 @@ def test_measured_peak_stays_within_the_prediction(tmp_path: Path, n: int, budge
     # slack of 16 MiB allowed), so the budget holds
     assert measured["peak"] - measured["base"] <= measured["predicted"] + (16 << 20), measured
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_truncated_density_is_the_quadrature_of_fewer_steps() -> None:
+    from funnelscope.spectra.lanczos import stochastic_lanczos_quadrature
+
+    a = torch.diag(torch.linspace(0.0, 1.0, 300, dtype=torch.float64) ** 3)
+    full = stochastic_lanczos_quadrature(lambda v: a @ v, 300, steps=40, probes=4, seed=3)
+    short = stochastic_lanczos_quadrature(lambda v: a @ v, 300, steps=20, probes=4, seed=3)
+    half = full.truncated(20)
+    np.testing.assert_allclose(half.nodes, short.nodes, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(half.weights, short.weights, rtol=1e-7, atol=1e-12)
+    assert half.dim == full.dim == 300

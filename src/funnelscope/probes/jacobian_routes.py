@@ -40,7 +40,7 @@ TOP_K = 32  # streamed: eigenpairs wanted from block Krylov …
 BLOCK = 48  # … from a start block this wide …
 KRYLOV_STEPS = 24  # … in at most this many block products
 SLQ_PROBES = 16  # streamed: quadrature probes …
-SLQ_STEPS = 64  # … and Lanczos steps per probe (one block product of P columns per step)
+SLQ_STEPS = 128  # … and Lanczos steps per probe (one block product of P columns per step)
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _streamed(shape: Shape, budget: int, host_budget: int) -> RoutePlan:
         # fewer Krylov/quadrature steps where the budget is tight (at least a quarter of the defaults)
         krylov_steps, slq_steps = KRYLOV_STEPS, SLQ_STEPS
         while resident + work(krylov_steps, slq_steps) > limit and krylov_steps > KRYLOV_STEPS // 4:
-            krylov_steps, slq_steps = krylov_steps - 1, max(SLQ_STEPS // 4, slq_steps - 3)
+            krylov_steps, slq_steps = krylov_steps - 1, max(SLQ_STEPS // 4, slq_steps - 6)
         peak = resident + work(krylov_steps, slq_steps)
         passes = (krylov_steps + slq_steps) * (2 if n <= r else 1)
         cost = 2 * n * r * (BLOCK * krylov_steps + SLQ_PROBES * slq_steps) * (2 if n <= r else 1) + passes * n * r

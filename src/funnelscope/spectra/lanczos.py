@@ -109,12 +109,26 @@ class SpectralDensity:
         ``|β_s y_k[s]|``: a Ritz value with a small residual is an eigenvalue of the operator.
     dim : int
         Size of the operator.
+    run : LanczosRun, optional
+        The tridiagonals the nodes come from (:meth:`truncated`).
     """
 
     nodes: np.ndarray
     weights: np.ndarray
     residuals: np.ndarray = field(repr=False)
     dim: int
+    run: LanczosRun | None = field(default=None, repr=False)
+
+    def truncated(self, steps: int) -> SpectralDensity:
+        """The density from the first ``steps`` Lanczos steps of the same runs (a coarser quadrature, for free:
+        the tridiagonals of fewer steps are the leading blocks of these); needs :attr:`run`."""
+        if self.run is None:
+            raise ValueError("this density keeps no Lanczos run to truncate")
+        steps = max(1, min(int(steps), int(self.run.alphas.shape[1])))
+        run = LanczosRun(alphas=self.run.alphas[:, :steps], betas=self.run.betas[:, :steps])
+        values, first, residuals = run.ritz()
+        return SpectralDensity(nodes=values.numpy(), weights=first.numpy(), residuals=residuals.numpy(),
+                               dim=self.dim, run=run)
 
     def trace(self, fn: Callable[[np.ndarray], np.ndarray]) -> float:
         """``tr f(A) ≈ dim · mean_l Σ_k τ²_{lk} f(θ_{lk})`` (unbiased in the probes, exact in ``f`` for
@@ -279,7 +293,7 @@ def stochastic_lanczos_quadrature(
     run = lanczos(operator, starts, steps=min(steps, size), generator=generator, stop=stop)
     values, first, residuals = run.ritz()
     return SpectralDensity(
-        nodes=values.numpy(), weights=first.numpy(), residuals=residuals.numpy(), dim=size
+        nodes=values.numpy(), weights=first.numpy(), residuals=residuals.numpy(), dim=size, run=run
     )
 
 
