@@ -119,16 +119,20 @@ class SpectralDensity:
     dim: int
     run: LanczosRun | None = field(default=None, repr=False)
 
+    @classmethod
+    def from_run(cls, run: LanczosRun, dim: int) -> SpectralDensity:
+        """Gauss quadrature of the runs' tridiagonals: nodes the Ritz values, weights their ``τ²``."""
+        values, first, residuals = run.ritz()
+        return cls(nodes=values.numpy(), weights=first.numpy(), residuals=residuals.numpy(), dim=dim, run=run)
+
     def truncated(self, steps: int) -> SpectralDensity:
         """The density from the first ``steps`` Lanczos steps of the same runs (a coarser quadrature, for free:
         the tridiagonals of fewer steps are the leading blocks of these); needs :attr:`run`."""
         if self.run is None:
             raise ValueError("this density keeps no Lanczos run to truncate")
         steps = max(1, min(int(steps), int(self.run.alphas.shape[1])))
-        run = LanczosRun(alphas=self.run.alphas[:, :steps], betas=self.run.betas[:, :steps])
-        values, first, residuals = run.ritz()
-        return SpectralDensity(nodes=values.numpy(), weights=first.numpy(), residuals=residuals.numpy(),
-                               dim=self.dim, run=run)
+        return SpectralDensity.from_run(
+            LanczosRun(alphas=self.run.alphas[:, :steps], betas=self.run.betas[:, :steps]), self.dim)
 
     def trace(self, fn: Callable[[np.ndarray], np.ndarray]) -> float:
         """``tr f(A) ≈ dim · mean_l Σ_k τ²_{lk} f(θ_{lk})`` (unbiased in the probes, exact in ``f`` for
@@ -291,10 +295,7 @@ def stochastic_lanczos_quadrature(
         return False
 
     run = lanczos(operator, starts, steps=min(steps, size), generator=generator, stop=stop)
-    values, first, residuals = run.ritz()
-    return SpectralDensity(
-        nodes=values.numpy(), weights=first.numpy(), residuals=residuals.numpy(), dim=size, run=run
-    )
+    return SpectralDensity.from_run(run, size)
 
 
 @dataclass(frozen=True)

@@ -231,9 +231,15 @@ def truncated_power_law_mle(
         interior[bounded] = False
     logz, _, _, vu, vv, cov = _moments(1.0 - alpha, L, c)
     f = alpha * u_mean + L * v_mean + logz
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var_alpha = np.where(interior, vv / (vu * vv - cov * cov), np.nan)
+    var_alpha = np.where(interior, _fisher_alpha(vu, vv, cov), np.nan)
     return alpha, L, f, var_alpha
+
+
+def _fisher_alpha(var_u: np.ndarray, var_v: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """``n·Var(α̂)``: the ``α`` entry of the inverse Fisher information per value, the covariance of
+    ``(u, e^u)`` under the fitted law."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return var_v / (var_u * var_v - cov * cov)
 
 
 def _profile_alpha(u_mean: np.ndarray, L: np.ndarray, c: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -402,7 +408,7 @@ def fit_truncated_powerlaw(
         alpha, L, f, var_alpha = truncated_power_law_mle(u_mean, y_mean, alpha_min=1.0)
     elif optimizer == "nelder-mead":
         alpha, L, f = nelder_mead_fits(u_mean, y_mean, n, candidates)
-        var_alpha = _alpha_variance(alpha, L)
+        var_alpha = _fisher_alpha(*_moments(1.0 - alpha, L, np.full(alpha.size, math.inf))[3:])
     else:
         raise FunnelscopeInputError(f"optimizer={optimizer!r} must be 'exact' or 'nelder-mead'")
     points, top = _panels(1.0 - alpha, L, np.full(alpha.size, math.inf))
@@ -525,13 +531,6 @@ def nelder_mead_fits(u_mean: np.ndarray, y_mean: np.ndarray, n: np.ndarray, xmin
         order()
     alpha, Lambda = sim[:, 0, 0], sim[:, 0, 1]
     return alpha, Lambda * xmin, fsim[:, 0] / n
-
-
-def _alpha_variance(alpha: np.ndarray, L: np.ndarray) -> np.ndarray:
-    """``n·Var(α̂)`` from the Fisher information of both parameters (the covariance of ``(u, e^u)``)."""
-    _, _, _, var_u, var_v, cov = _moments(1.0 - alpha, L, np.full(alpha.size, math.inf))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return var_v / (var_u * var_v - cov**2)
 
 
 def _candidates(x: np.ndarray, distinct: np.ndarray, xmin: float | tuple | None) -> np.ndarray:
