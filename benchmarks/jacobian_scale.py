@@ -174,13 +174,15 @@ def main() -> None:
     from _machine import machine_description, write_results
 
     print(json.dumps(machine_description()))
-    rows = []
-    for name, kind, n, options in plan(args.sizes, args.compare_sizes, args.budget, args.large_budget,
-                                         args.force_streamed):
+    rows: list[dict] = []
+    cases = plan(args.sizes, args.compare_sizes, args.budget, args.large_budget, args.force_streamed)
+    for done, (name, kind, n, options) in enumerate(cases, start=1):
         rows.append(measure(name, kind, n, options))
         print(f"  n={n} {name}: {rows[-1].get('seconds', rows[-1].get('error'))}", file=sys.stderr, flush=True)
+        # written after every row: an interrupted run (hours) keeps what it measured, marked incomplete
+        path = write_results(args.out, rows, extra={"argv": sys.argv[1:], "table": table(rows),
+                                                    "complete": done == len(cases)})
     print(table(rows))
-    path = write_results(args.out, rows, extra={"argv": sys.argv[1:], "table": table(rows)})
     print(f"wrote {path}")
 
 

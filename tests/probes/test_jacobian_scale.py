@@ -67,6 +67,26 @@ def test_streamed_route_agrees_with_exact(n: int, d: int, operator: str) -> None
     assert np.isnan(streamed["matrix_rank"]) and exact["alpha_error"] == 0.0
 
 
+@pytest.mark.parametrize(("n", "d"), [(1000, 40), (600, 64)])
+def test_tail_refinement_gives_the_exact_alpha(n: int, d: int) -> None:
+    # tails of 40–50 eigenvalues, beyond the 32 top pairs: the quadrature's quantiles put α 0.03–0.07 off;
+    # the refinement's Ritz values give it to the fit's precision
+    model = mlp(d, 10, hidden=64)
+    x = torch.randn(n, d, dtype=torch.float64)
+    exact = jacobian_spectrum(model, x, solver="primal")
+    result = jacobian_spectrum(model, x, solver="streamed", seed=0)
+    metrics = result.metrics
+    assert metrics["streamed_tail_quadrature"] > metrics["streamed_top_accepted"]
+    assert metrics["streamed_tail_covered"] and metrics["streamed_tail_refined"] > metrics["streamed_tail_size"]
+    exact_alpha, streamed = exact.summary()["alpha"], result.summary()
+    assert abs(metrics["streamed_alpha_quadrature"] - exact_alpha) > 0.02  # what the refinement is for
+    assert streamed["alpha"] == pytest.approx(exact_alpha, abs=1e-5)
+    assert metrics["streamed_tail_size"] == np.count_nonzero(exact.eigenvalues >= exact.summary()["xmin"])
+    tail = metrics["streamed_tail_size"]
+    np.testing.assert_allclose(result.eigenvalues[:tail], exact.eigenvalues[:tail], rtol=1e-6)
+    assert abs(streamed["alpha"] - exact_alpha) <= streamed["alpha_error"] + 1e-9
+
+
 def test_auto_takes_the_exact_route_that_fits_and_the_cheaper_one() -> None:
     x = torch.randn(200, 8, dtype=torch.float64)
     model = mlp(8, 10)
@@ -173,25 +193,32 @@ from funnelscope.probes.jacobian import jacobian_spectrum
 torch.set_num_threads(1)
 tempfile.tempdir = sys.argv[3]
 torch.manual_seed(0)
-model = nn.Sequential(nn.Linear(256, 64), nn.Tanh(), nn.Linear(64, 10)).eval()
-x = torch.randn(int(sys.argv[1]), 256)
+d = int(sys.argv[4])
+model = nn.Sequential(nn.Linear(d, 64), nn.Tanh(), nn.Linear(64, 10)).eval()
+x = torch.randn(int(sys.argv[1]), d)
 jacobian_spectrum(model, x[:50])  # warm-up: lazy imports and kernels are not the route's memory
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-summary = jacobian_spectrum(model, x, max_memory=sys.argv[2]).summary()
+result = jacobian_spectrum(model, x, max_memory=sys.argv[2], solver=sys.argv[5])
+summary = result.summary()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"method": summary["method"], "predicted": summary["predicted_peak_bytes"], "base": base,
-                  "peak": peak}))
+                  "peak": peak, "tail_refined": result.metrics.get("streamed_tail_refined", 0)}))
 """
 
 
-@pytest.mark.parametrize(("n", "budget", "method"), [(2000, "120MB", "exact/primal"),
-                                                     (6000, "30MB", "exact/streamed(disk)")])
-def test_measured_peak_stays_within_the_prediction(tmp_path: Path, n: int, budget: str, method: str) -> None:
-    done = subprocess.run([sys.executable, "-c", MEASURE, str(n), budget, str(tmp_path)], capture_output=True,
-                          text=True, timeout=120)
+@pytest.mark.parametrize(("n", "budget", "d", "solver", "method"), [
+    (2000, "120MB", 256, "auto", "exact/primal"),
+    (6000, "30MB", 256, "auto", "exact/streamed(disk)"),
+    (6000, "30MB", 64, "streamed", "exact/streamed(device)"),  # with the tail refinement (checked below)
+])
+def test_measured_peak_stays_within_the_prediction(tmp_path: Path, n: int, budget: str, d: int, solver: str,
+                                                   method: str) -> None:
+    done = subprocess.run([sys.executable, "-c", MEASURE, str(n), budget, str(tmp_path), str(d), solver],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     measured = json.loads(done.stdout.strip().splitlines()[-1])
     assert measured["method"] == method
+    assert (measured["tail_refined"] > 32) == (d == 64)
     assert measured["predicted"] <= parse_memory(budget)
     # the increase of the high-water mark over the warmed-up process: at most the prediction (allocator
     # slack of 16 MiB allowed), so the budget holds

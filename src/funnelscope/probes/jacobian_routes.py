@@ -16,7 +16,9 @@ dual       ``8r²`` (``16r²`` on an accelerator) + ``8b·r`` (a batch) +  ``n·
            ``8L·r`` + ``A``
 streamed   ``n·r·s`` when the cache is in memory (else a file) +          ``4·n·r·B`` per block product (``B``
            the block buffer + the Krylov basis ``16·D·B·t`` (``D =        columns), ``t`` + quadrature steps
-           min(n, r)``) or the quadrature basis ``8·P·s·D``               products, no eigen-solve of size ``D``
+           min(n, r)``) or the quadrature basis ``8·P·s·D``, or the       products (+ the tail refinement's
+           tail refinement's :func:`tail_bytes` (as many columns         columns), no eigen-solve of size ``D``
+           ``W ≤`` :data:`TAIL_MAX_COLUMNS` as fit)
 =========  ============================================================  =========================================
 
 ``solver="auto"`` takes the exact route (primal or dual) of least predicted cost among those that fit the
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from funnelscope.errors import FunnelscopeInputError
 from funnelscope.memory import format_bytes
 
-__all__ = ["EIGEN_SLOWDOWN", "RoutePlan", "Shape", "choose_route", "plan_routes"]
+__all__ = ["EIGEN_SLOWDOWN", "RoutePlan", "Shape", "choose_route", "plan_routes", "tail_bytes"]
 
 EIGEN_SLOWDOWN = 6.0  # a dense eigen-solve runs at about 1/6 of the GEMM rate (syevd's tridiagonalisation is BLAS-2)
 BLOCK_BYTES = 64 << 20  # rows read per block product of the streamed route
@@ -41,6 +43,8 @@ BLOCK = 48  # … from a start block this wide …
 KRYLOV_STEPS = 24  # … in at most this many block products
 SLQ_PROBES = 16  # streamed: quadrature probes …
 SLQ_STEPS = 128  # … and Lanczos steps per probe (one block product of P columns per step)
+TAIL_MAX_COLUMNS = 4096  # streamed tail refinement: the most block Krylov columns (memory permitting) …
+SLQ_STEPS_WITH_TAIL = 64  # … and the quadrature's steps when it runs
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class RoutePlan:
     krylov_steps: int = KRYLOV_STEPS
     slq_probes: int = SLQ_PROBES
     slq_steps: int = SLQ_STEPS
+    tail_columns: int = 0
 
     @property
     def exact(self) -> bool:
@@ -124,10 +129,19 @@ def _streamed(shape: Shape, budget: int, host_budget: int) -> RoutePlan:
         while resident + work(krylov_steps, slq_steps) > limit and krylov_steps > KRYLOV_STEPS // 4:
             krylov_steps, slq_steps = krylov_steps - 1, max(SLQ_STEPS // 4, slq_steps - 6)
         peak = resident + work(krylov_steps, slq_steps)
+        # the tail refinement runs after the quadrature (its vectors freed): as many columns as the rest allows
+        columns = min(dim, TAIL_MAX_COLUMNS)
+        while columns > 0 and resident + fixed + tail_bytes(dim, columns) > limit:
+            columns -= max(1, columns // 8)
+        if columns:
+            # α then reads the refinement's Ritz values: the quadrature only sizes the tail and gives the
+            # smooth traces (effective rank, ‖M‖_F), for which half the steps do
+            slq_steps = min(slq_steps, SLQ_STEPS_WITH_TAIL)
+            peak = max(resident + work(krylov_steps, slq_steps), resident + fixed + tail_bytes(dim, columns))
         passes = (krylov_steps + slq_steps) * (2 if n <= r else 1)
         cost = 2 * n * r * (BLOCK * krylov_steps + SLQ_PROBES * slq_steps) * (2 if n <= r else 1) + passes * n * r
         return RoutePlan("streamed", int(peak), cost, peak <= limit, cache=place, block_rows=block_rows,
-                         krylov_steps=krylov_steps, slq_steps=slq_steps)
+                         krylov_steps=krylov_steps, slq_steps=slq_steps, tail_columns=columns)
 
     in_memory = plan("device", cache_bytes, budget)
     if in_memory.fits:
@@ -135,6 +149,13 @@ def _streamed(shape: Shape, budget: int, host_budget: int) -> RoutePlan:
     if shape.accelerator and cache_bytes + block_rows * r * s <= host_budget:
         return plan("host", block_rows * r * s, budget)
     return plan("disk", block_rows * r * s, budget)
+
+
+def tail_bytes(dim: int, columns: int) -> int:
+    """The streamed tail refinement's peak with ``W`` columns: block Krylov's basis and image (``16·D·W``),
+    ``T = QᵀAQ`` with its eigen-solve (``32·W²``), the Ritz vectors and their images at the end (``4·D·W``: the
+    wanted pairs are at most a quarter of the columns) and a block product's output (``2·D·W``)."""
+    return 16 * dim * columns + 32 * columns * columns + 4 * dim * columns + 8 * dim * columns // 4
 
 
 def _overhead(n: int) -> int:

@@ -82,6 +82,7 @@ def block_krylov_eigenpairs(
     generator: torch.Generator,
     device: torch.device | str | None = None,
     on_step: Callable[[], None] | None = None,
+    stop: Callable[[np.ndarray], bool] | None = None,
 ) -> BlockKrylovEigen:
     """The ``top_k`` largest eigenpairs of a symmetric operator by randomised block Krylov iteration.
 
@@ -103,6 +104,10 @@ def block_krylov_eigenpairs(
     device : torch device, optional
     on_step : callable, optional
         Called after every block product (a progress bar).
+    stop : callable, optional
+        A caller's stopping rule in place of ``tol``: ``stop(values)`` after every block product with the
+        descending Ritz values of the space so far (all of them; an eigenvalue solve of the small matrix, no
+        residuals); ``True`` ends the iteration. The pairs and their residuals are computed once, at the end.
 
     Returns
     -------
@@ -118,46 +123,67 @@ def block_krylov_eigenpairs(
     """
     target = torch.device(device) if device is not None else torch.device("cpu")
     top_k, block = min(top_k, dim), max(1, min(block, dim))
+    capacity = min(dim, block * max(1, max_steps))
+    # the basis Q, its image AQ and T = QᵀAQ grow in place (no concatenation: at thousands of columns the
+    # copies and a recomputed QᵀAQ would cost more than the products)
+    basis = torch.empty(dim, capacity, dtype=torch.float64, device=target)
+    image = torch.empty(dim, capacity, dtype=torch.float64, device=target)
+    small = torch.zeros(capacity, capacity, dtype=torch.float64, device=target)
     q = torch.randn(dim, block, generator=generator, dtype=torch.float64).to(target)
-    bases: list[torch.Tensor] = []
-    images: list[torch.Tensor] = []
-    result = None
+    width, result = 0, None
     for step in range(max(1, max_steps)):
-        q = _orthonormal_against(q, bases)
+        q = _orthonormal_against(q, basis[:, :width])[:, : capacity - width]
         if q.shape[1] == 0:
             break
-        bases.append(q)
-        images.append(matmat(q).to(torch.float64))
+        added = q.shape[1]
+        basis[:, width : width + added] = q
+        image[:, width : width + added] = matmat(q).to(torch.float64)
+        fresh = image[:, width : width + added]
+        column = basis[:, : width + added].T @ fresh
+        small[: width + added, width : width + added] = column
+        small[width : width + added, : width + added] = column.T
+        width += added
         if on_step is not None:
             on_step()
-        result = _rayleigh_ritz(bases, images, top_k, tol, step + 1)
-        if (tol > 0 and result.converged.all()) or sum(b.shape[1] for b in bases) >= dim:
+        exhausted = width >= dim or width >= capacity
+        if stop is not None:
+            if stop(_ritz_values(small[:width, :width])) or exhausted:
+                break
+            q = fresh
+            continue
+        result = _rayleigh_ritz(basis[:, :width], image[:, :width], small[:width, :width], top_k, tol, step + 1)
+        if (tol > 0 and result.converged.all()) or exhausted:
             break
-        q = images[-1]
-    assert result is not None
+        q = fresh
+    if stop is not None or result is None:
+        result = _rayleigh_ritz(basis[:, :width], image[:, :width], small[:width, :width], top_k, tol, step + 1)
     return result
 
 
-def _orthonormal_against(block: torch.Tensor, bases: list[torch.Tensor]) -> torch.Tensor:
-    """``block`` orthogonalised against ``bases`` (twice: "twice is enough") and orthonormalised; columns that
-    vanish (the space is exhausted) are dropped."""
+def _orthonormal_against(block: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """``block`` orthogonalised against the orthonormal columns of ``basis`` (twice: "twice is enough") and
+    orthonormalised; columns that vanish (the space is exhausted) are dropped."""
     scale = torch.linalg.vector_norm(block, dim=0).clamp_min(torch.finfo(torch.float64).tiny)
     block = block / scale
     for _ in range(2):
-        for basis in bases:
+        if basis.shape[1]:
             block = block - basis @ (basis.T @ block)
     q, r = torch.linalg.qr(block)
     keep = r.diagonal().abs() > 1e-10
     return q[:, keep]
 
 
-def _rayleigh_ritz(bases: list[torch.Tensor], images: list[torch.Tensor], top_k: int, tol: float,
+def _ritz_values(small: torch.Tensor) -> np.ndarray:
+    matrix = small.cpu().numpy()
+    return np.linalg.eigvalsh((matrix + matrix.T) / 2)[::-1].copy()
+
+
+def _rayleigh_ritz(basis: torch.Tensor, image: torch.Tensor, small: torch.Tensor, top_k: int, tol: float,
                    steps: int) -> BlockKrylovEigen:
-    basis, image = torch.cat(bases, dim=1), torch.cat(images, dim=1)
-    small = (basis.T @ image).cpu().numpy()
+    matrix = small.cpu().numpy()
     # numpy's syevd for the small (width × width) problem: torch's eigh took 1.6 s on 288 × 288 on a busy
     # 2-core machine (MKL threads), numpy's about 10 ms
-    eigen_values, eigen_vectors = np.linalg.eigh((small + small.T) / 2)
+    eigen_values, eigen_vectors = np.linalg.eigh((matrix + matrix.T) / 2)
     all_values = eigen_values
     order = np.argsort(eigen_values)[::-1][:top_k].copy()
     values = torch.from_numpy(eigen_values[order].copy()).to(basis.device)
