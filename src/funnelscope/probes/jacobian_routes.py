@@ -155,7 +155,7 @@ def tail_bytes(dim: int, columns: int) -> int:
     """The streamed tail refinement's peak with ``W`` columns: block Krylov's basis and image (``16·D·W``),
     ``T = QᵀAQ`` with its eigen-solve (``32·W²``), the Ritz vectors and their images at the end (``4·D·W``: the
     wanted pairs are at most a quarter of the columns) and a block product's output (``2·D·W``)."""
-    return 16 * dim * columns + 32 * columns * columns + 4 * dim * columns + 8 * dim * columns // 4
+    return 16 * dim * columns + 32 * columns * columns + 4 * dim * columns + 2 * dim * columns
 
 
 def _overhead(n: int) -> int:

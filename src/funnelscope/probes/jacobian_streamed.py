@@ -52,6 +52,7 @@ The trace, the diagonal and the class sums are exact.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,16 +128,14 @@ def solve_streamed(engine: JacobianRows, directions: torch.Tensor, width: int, p
         lambda_max = float(values[0])
         tolerance = lambda_max * max(max(n, r) * max(float(np.finfo(np.float64).eps), eps**2), eps * math.sqrt(dim))
         first_alpha, first_tail = _tail_fit(values, tolerance)
-        tail, wanted_tail = None, first_tail
-        for _ in range(2):  # a second, larger run when the refined fit's tail outgrows the first
-            if not plan.tail_columns or wanted_tail <= keep or (tail is not None and tail.covered):
-                break
-            if tail is not None and tail.wanted >= min(dim - 1, max(1, plan.tail_columns // 5)):
-                break  # the budget's columns already capped the wanted count
-            tail = refine_tail(_operator(cache, lambda: None), dim, values, fixed=top_values, tail=wanted_tail,
-                               columns=plan.tail_columns, tolerance=tolerance, generator=generator, device=device,
-                               bar=bar)
-            wanted_tail = tail.tail
+        tail = None
+        if plan.tail_columns and first_tail > keep:
+            refine = functools.partial(refine_tail, _operator(cache, lambda: None), dim, values, fixed=top_values,
+                                       columns=plan.tail_columns, tolerance=tolerance, generator=generator,
+                                       device=device, bar=bar)
+            tail = refine(tail=first_tail)
+            if tail.tail > keep and not tail.covered and not tail.capped:
+                tail = refine(tail=tail.tail)  # the refined fit's tail outgrew the first run: a larger one
     refined = None if tail is None else tail.values
     values = np.concatenate([_with_top(values, top_values, refined), np.zeros(n - dim)])
     trace = float(diagonal.sum())
@@ -172,6 +171,7 @@ class TailRefinement:
     alpha_change: float
     tail: int
     wanted: int
+    capped: bool  # ``wanted`` is the most the budget's columns allow
     columns: int
     steps: int
 
@@ -202,22 +202,23 @@ def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int, values
     in one product (Ritz values of nested spaces rise monotonically to the eigenvalues: the change bounds
     what a product still adds, the convergence being geometric) and the fitted tail lies within the ``K``.
     """
-    wanted = min(dim - 1, max(fixed.size + 1, math.ceil(TAIL_MARGIN * tail)), max(1, columns // 5))
+    cap = min(dim - 1, max(1, columns // 5))
+    wanted = min(cap, max(fixed.size + 1, math.ceil(TAIL_MARGIN * tail)))
     block = max(1, math.ceil(wanted / TAIL_BLOCK_DIVISOR))
     max_steps = max(1, columns // block)
-    history: list[tuple[float, int, np.ndarray]] = []
+    history: list[tuple[float, np.ndarray]] = []
 
     def stop(ritz: np.ndarray) -> bool:
         if ritz.size < wanted + block:
             return False
         top = np.clip(ritz[:wanted], 0.0, None)
         alpha, size = _tail_fit(_with_top(values, fixed, top), tolerance)
-        history.append((alpha, size, top))
+        history.append((alpha, top))
         if len(history) < 2:
             return False
-        previous = history[-2]
-        change = np.abs(top[: max(1, size)] / np.maximum(previous[2][: max(1, size)], np.finfo(float).tiny) - 1)
-        return (abs(alpha - previous[0]) <= TAIL_ALPHA_TOL and float(change.max()) <= TAIL_VALUE_TOL
+        previous_alpha, previous_top = history[-2]
+        change = np.abs(top[: max(1, size)] / np.maximum(previous_top[: max(1, size)], np.finfo(float).tiny) - 1)
+        return (abs(alpha - previous_alpha) <= TAIL_ALPHA_TOL and float(change.max()) <= TAIL_VALUE_TOL
                 and 0 < size < wanted)
 
     with bar(max_steps, "Jacobian tail (block Krylov products)") as advance:
@@ -228,7 +229,7 @@ def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int, values
     alpha, size = _tail_fit(_with_top(values, fixed, top), tolerance)
     change = abs(alpha - history[-2][0]) if len(history) >= 2 else math.nan
     return TailRefinement(values=top, alpha=alpha, alpha_change=float(change), tail=size, wanted=wanted,
-                          columns=found.products, steps=found.steps)
+                          capped=wanted >= cap, columns=found.products, steps=found.steps)
 
 
 def _operator(cache: FeatureCache, advance: Callable[..., None]) -> Callable[[torch.Tensor], torch.Tensor]:
