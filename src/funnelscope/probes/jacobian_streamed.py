@@ -207,12 +207,21 @@ def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int, values
     block = max(1, math.ceil(wanted / TAIL_BLOCK_DIVISOR))
     max_steps = max(1, columns // block)
     history: list[tuple[float, np.ndarray]] = []
+    latest = np.zeros(0)
 
     def stop(ritz: np.ndarray) -> bool:
+        nonlocal wanted, latest
+        latest = ritz
         if ritz.size < wanted + block:
             return False
         top = np.clip(ritz[:wanted], 0.0, None)
         alpha, size = _tail_fit(_with_top(values, fixed, top), tolerance)
+        if size >= wanted and wanted < cap:
+            # the fit's tail reaches past the refined ranks (the quadrature's estimate was short): more ranks
+            # from the same, growing space, not a new run
+            wanted = min(cap, math.ceil(TAIL_MARGIN * size))
+            history.clear()
+            return False
         history.append((alpha, top))
         if len(history) < 2:
             return False
@@ -222,10 +231,12 @@ def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int, values
                 and 0 < size < wanted)
 
     with bar(max_steps, "Jacobian tail (block Krylov products)") as advance:
-        found = block_krylov_eigenpairs(matmat, dim, top_k=wanted, block=block, max_steps=max_steps, tol=0.0,
+        # top_k=1: the values are the stop rule's (the last space's Ritz values), no Ritz vectors needed
+        found = block_krylov_eigenpairs(matmat, dim, top_k=1, block=block, max_steps=max_steps, tol=0.0,
                                         generator=generator, device=device, on_step=advance, stop=stop)
         advance(max(0, max_steps - found.steps))
-    top = np.clip(found.values[:wanted], 0.0, None)
+    wanted = min(wanted, latest.size)
+    top = np.clip(latest[:wanted], 0.0, None)
     alpha, size = _tail_fit(_with_top(values, fixed, top), tolerance)
     change = abs(alpha - history[-2][0]) if len(history) >= 2 else math.nan
     return TailRefinement(values=top, alpha=alpha, alpha_change=float(change), tail=size, wanted=wanted,
