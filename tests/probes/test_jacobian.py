@@ -225,8 +225,8 @@ def test_streamed_solver_agrees_with_dense() -> None:
     dense = jacobian_spectrum(model, x, keep_gram=True)  # r = 9·8 = 72 < n, but keep_gram: primal
     streamed = jacobian_spectrum(model, x, solver="streamed", seed=0)
     assert streamed.summary()["method"] == "exact/streamed(device)"
-    # the block Krylov space (block 48) spans the whole 72-dimensional dual in two products: its Ritz values
-    # are the eigenvalues to rounding
+    # the tail refinement's block Krylov space spans the whole 72-dimensional dual: its Ritz values are the
+    # eigenvalues to rounding
     np.testing.assert_allclose(streamed.eigenvalues[:32], dense.eigenvalues[:32], rtol=1e-8)
     assert streamed.summary()["trace"] == pytest.approx(dense.summary()["trace"], rel=1e-12)
     assert streamed.summary()["offdiag_ratio"] == pytest.approx(dense.summary()["offdiag_ratio"], rel=0.01)

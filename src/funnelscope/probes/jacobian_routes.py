@@ -21,6 +21,11 @@ streamed   ``n·r·s`` when the cache is in memory (else a file) +          ``4�
            ``W ≤`` :data:`TAIL_MAX_COLUMNS` as fit)
 =========  ============================================================  =========================================
 
+The streamed route's settings: with the tail refinement (when the budget leaves room for its basis) the first
+block Krylov run wants :data:`TOP_K_WITH_TAIL` pairs from a block of :data:`BLOCK_WITH_TAIL` and the quadrature
+takes :data:`SLQ_PROBES_WITH_TAIL` × :data:`SLQ_STEPS_WITH_TAIL`; without it :data:`TOP_K` from :data:`BLOCK`
+and :data:`SLQ_PROBES` × :data:`SLQ_STEPS`, fewer steps where the budget is tight.
+
 ``solver="auto"`` takes the exact route (primal or dual) of least predicted cost among those that fit the
 budget, and the streamed route only when neither fits (an exact answer is worth its price when it can be had).
 A budget that no route fits is a :class:`~funnelscope.errors.FunnelscopeInputError` that names the smallest
@@ -43,8 +48,11 @@ BLOCK = 48  # … from a start block this wide …
 KRYLOV_STEPS = 24  # … in at most this many block products
 SLQ_PROBES = 16  # streamed: quadrature probes …
 SLQ_STEPS = 128  # … and Lanczos steps per probe (one block product of P columns per step)
-TAIL_MAX_COLUMNS = 4096  # streamed tail refinement: the most block Krylov columns (memory permitting) …
-SLQ_STEPS_WITH_TAIL = 64  # … and the quadrature's steps when it runs
+TAIL_MAX_COLUMNS = 4096  # streamed tail refinement: the most block Krylov columns (memory permitting); when it runs
+TOP_K_WITH_TAIL = 8  # … the first block Krylov run wants fewer pairs (the refinement computes the tail) …
+BLOCK_WITH_TAIL = 12  # … from a narrower block …
+SLQ_PROBES_WITH_TAIL = 64  # … and the quadrature takes more probes …
+SLQ_STEPS_WITH_TAIL = 12  # … of fewer steps (it only sizes the tail and gives the smooth traces)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,8 @@ class RoutePlan:
     directions_per_pass: int = 1
     cache: str = ""
     block_rows: int = 0
+    top_k: int = TOP_K
+    block: int = BLOCK
     krylov_steps: int = KRYLOV_STEPS
     slq_probes: int = SLQ_PROBES
     slq_steps: int = SLQ_STEPS
@@ -115,33 +125,45 @@ def _streamed(shape: Shape, budget: int, host_budget: int) -> RoutePlan:
     cache_bytes = n * r * s
     block_rows = max(1, min(n, min(BLOCK_BYTES, budget // 8) // max(1, r * s)))
     rows_pass = shape.activations + shape.batch * r * (s + 8) + 8 * shape.classes * r
-    vectors = dim * BLOCK * (8 + s) + block_rows * BLOCK * (s + 8) + r * BLOCK * (8 + s)
-    fixed = 8 * n * 4 + _overhead(n) + dim * TOP_K * 8
 
-    def work(krylov_steps: int, slq_steps: int) -> int:
-        krylov = 16 * dim * BLOCK * krylov_steps + 24 * (BLOCK * krylov_steps) ** 2 + vectors
-        quadrature = 8 * SLQ_PROBES * slq_steps * dim + 4 * dim * SLQ_PROBES * 8
-        return max(rows_pass, krylov, quadrature) + fixed
+    def work(top_k: int, block: int, krylov_steps: int, slq_probes: int, slq_steps: int) -> int:
+        vectors = dim * block * (8 + s) + block_rows * block * (s + 8) + r * block * (8 + s)
+        krylov = 16 * dim * block * krylov_steps + 24 * (block * krylov_steps) ** 2 + vectors
+        quadrature = 8 * slq_probes * slq_steps * dim + 4 * dim * slq_probes * 8
+        return max(rows_pass, krylov, quadrature) + kept(top_k)
+
+    def kept(top_k: int) -> int:
+        # per-example vectors, the small arrays and the top eigenvectors (deflated, kept to the end)
+        return 8 * n * 4 + _overhead(n) + dim * top_k * 8
 
     def plan(place: str, resident: int, limit: int) -> RoutePlan:
-        # fewer Krylov/quadrature steps where the budget is tight (at least a quarter of the defaults)
-        krylov_steps, slq_steps = KRYLOV_STEPS, SLQ_STEPS
-        while resident + work(krylov_steps, slq_steps) > limit and krylov_steps > KRYLOV_STEPS // 4:
-            krylov_steps, slq_steps = krylov_steps - 1, max(SLQ_STEPS // 4, slq_steps - 6)
-        peak = resident + work(krylov_steps, slq_steps)
         # the tail refinement runs after the quadrature (its vectors freed): as many columns as the rest allows
+        base = kept(TOP_K_WITH_TAIL)
         columns = min(dim, TAIL_MAX_COLUMNS)
-        while columns > 0 and resident + fixed + tail_bytes(dim, columns) > limit:
+        while columns > 0 and resident + base + tail_bytes(dim, columns) > limit:
             columns -= max(1, columns // 8)
-        if columns:
-            # α then reads the refinement's Ritz values: the quadrature only sizes the tail and gives the
-            # smooth traces (effective rank, ‖M‖_F), for which half the steps do
-            slq_steps = min(slq_steps, SLQ_STEPS_WITH_TAIL)
-            peak = max(resident + work(krylov_steps, slq_steps), resident + fixed + tail_bytes(dim, columns))
+        with_tail = (TOP_K_WITH_TAIL, BLOCK_WITH_TAIL, KRYLOV_STEPS, SLQ_PROBES_WITH_TAIL, SLQ_STEPS_WITH_TAIL)
+        if columns and resident + work(*with_tail) <= limit:
+            # α then reads the refinement's Ritz values: the first run only finds the outliers to deflate, the
+            # quadrature only sizes the tail and gives the smooth traces (effective rank, ‖M‖_F), whose error is
+            # the probes' variance: more probes, fewer steps
+            settings = with_tail
+            peak = max(resident + work(*settings), resident + base + tail_bytes(dim, columns))
+        else:
+            columns = 0
+            # fewer Krylov/quadrature steps where the budget is tight (at least a quarter of the defaults)
+            krylov_steps, slq_steps = KRYLOV_STEPS, SLQ_STEPS
+            while (resident + work(TOP_K, BLOCK, krylov_steps, SLQ_PROBES, slq_steps) > limit
+                   and krylov_steps > KRYLOV_STEPS // 4):
+                krylov_steps, slq_steps = krylov_steps - 1, max(SLQ_STEPS // 4, slq_steps - 6)
+            settings = (TOP_K, BLOCK, krylov_steps, SLQ_PROBES, slq_steps)
+            peak = resident + work(*settings)
+        top_k, block, krylov_steps, slq_probes, slq_steps = settings
         passes = (krylov_steps + slq_steps) * (2 if n <= r else 1)
-        cost = 2 * n * r * (BLOCK * krylov_steps + SLQ_PROBES * slq_steps) * (2 if n <= r else 1) + passes * n * r
+        cost = 2 * n * r * (block * krylov_steps + slq_probes * slq_steps) * (2 if n <= r else 1) + passes * n * r
         return RoutePlan("streamed", int(peak), cost, peak <= limit, cache=place, block_rows=block_rows,
-                         krylov_steps=krylov_steps, slq_steps=slq_steps, tail_columns=columns)
+                         top_k=top_k, block=block, krylov_steps=krylov_steps, slq_probes=slq_probes,
+                         slq_steps=slq_steps, tail_columns=columns)
 
     in_memory = plan("device", cache_bytes, budget)
     if in_memory.fits:
