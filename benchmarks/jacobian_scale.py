@@ -73,7 +73,8 @@ def probe(model, x, **options: object) -> dict:
     summary = spectrum.summary()
     keys = ("method", "lambda_max", "trace", "alpha", "xmin", "effective_rank", "stable_rank", "offdiag_ratio",
             "max_memory", "predicted_peak_bytes", "lambda_max_error", "alpha_error", "effective_rank_error")
-    streamed = {key: value for key, value in summary.items() if key.startswith("streamed_")}
+    # the streamed route's details (columns, tail) are in the metrics, not in summary()'s stable keys
+    streamed = {key: value for key, value in spectrum.metrics.items() if key.startswith("streamed_")}
     return {**{key: summary[key] for key in keys}, **streamed, "top": [float(v) for v in spectrum.eigenvalues[:TOP]]}
 
 
