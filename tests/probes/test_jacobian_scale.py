@@ -7,6 +7,7 @@ resident set (``resource.getrusage``) in a fresh subprocess for the budget.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -191,7 +192,6 @@ import json, resource, sys, tempfile
 import torch
 from torch import nn
 from funnelscope.probes.jacobian import jacobian_spectrum
-from funnelscope.probes.jacobian_routes import TOP_K_WITH_TAIL
 torch.set_num_threads(1)
 tempfile.tempdir = sys.argv[3]
 torch.manual_seed(0)
@@ -245,9 +245,8 @@ def test_tail_refinement_grows_in_one_run_when_its_start_is_short() -> None:
     # the values outside the refined ranks are a moving average of the exact ones (smooth and biased, as the
     # quadrature's quantiles); the refinement starts at 16 ranks and must grow, in the same Krylov space,
     # past 1.5 × the tail, without spending its column budget
-    from contextlib import contextmanager
-
     from funnelscope.probes.jacobian_streamed import TAIL_GROW, _tail_fit, refine_tail
+    from funnelscope.progress import progress_bar
 
     rng = np.random.default_rng(0)
     n = 1000
@@ -258,14 +257,10 @@ def test_tail_refinement_grows_in_one_run_when_its_start_is_short() -> None:
     smoothed = np.convolve(np.pad(exact, 25, mode="edge"), np.ones(51) / 51, mode="valid")
     assert abs(_tail_fit(smoothed, 1e-12)[0] - exact_alpha) > 0.3  # what the refinement is for
 
-    @contextmanager
-    def bar(total: int, label: str):
-        yield lambda *_: None
-
     diagonal = torch.tensor(exact)
     tail = refine_tail(lambda v: diagonal[:, None] * v, n, smoothed, fixed=exact[:1], start=16, columns=n,
                        tolerance=1e-12, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
-                       bar=bar)
+                       bar=functools.partial(progress_bar, False))
     assert tail.covered and not tail.capped and tail.wanted >= TAIL_GROW * exact_tail
     assert tail.tail == exact_tail and tail.columns < n // 2
     assert tail.alpha == pytest.approx(exact_alpha, abs=1e-3)

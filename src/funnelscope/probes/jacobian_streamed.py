@@ -201,8 +201,8 @@ def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int, values
     ``K = start`` (:data:`TAIL_START_RANKS`) at first, from a block of ``⌈K/8⌉`` columns
     (:data:`TAIL_BLOCK_DIVISOR`: a narrow block and more powers converge clustered eigenvalues in fewer
     columns), in at most ``columns`` columns (the memory budget's; ``K`` at most a fifth of them, unless they
-    span the operator). After every
-    block product ``values`` with its top ``K`` ranks replaced by the Ritz values is fitted again. When the
+    span the operator). After every block product ``values`` with its top ``K`` ranks replaced by the Ritz
+    values is fitted again. When the
     fitted tail (the values ``≥ xmin``) is more than ``K/1.5`` (:data:`TAIL_GROW`), ``K`` becomes twice the tail
     (:data:`TAIL_MARGIN`) and the same space keeps growing: a fit whose ``xmin`` sits at the edge of the refined
     ranks reads the coarse values past it (on the exact n = 20 000 spectrum of the benchmark CNN, tail 314, a
