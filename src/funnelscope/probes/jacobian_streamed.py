@@ -202,16 +202,15 @@ def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int, values
     (:data:`TAIL_BLOCK_DIVISOR`: a narrow block and more powers converge clustered eigenvalues in fewer
     columns), in at most ``columns`` columns (the memory budget's; ``K`` at most a fifth of them, unless they
     span the operator). After every block product ``values`` with its top ``K`` ranks replaced by the Ritz
-    values is fitted again. When the
-    fitted tail (the values ``≥ xmin``) is more than ``K/1.5`` (:data:`TAIL_GROW`), ``K`` becomes twice the tail
-    (:data:`TAIL_MARGIN`) and the same space keeps growing: a fit whose ``xmin`` sits at the edge of the refined
-    ranks reads the coarse values past it (on the exact n = 20 000 spectrum of the benchmark CNN, tail 314, a
-    stop at ``K = 256`` with a tail of 252 put α 0.29 off). The run stops when α changes by at most
-    :data:`TAIL_ALPHA_TOL` and the tail's Ritz values by at most :data:`TAIL_VALUE_TOL` (relative) in one product
-    (Ritz values of nested spaces rise monotonically to the eigenvalues: the change bounds what a product still
-    adds, the convergence being geometric) and the fitted tail lies within the ``K``. The quadrature's own tail
-    does not size ``K``: with the 12 Lanczos steps the route gives it, its quantiles resolve no tail (there:
-    6 527 ranks against 314).
+    values is fitted again. When the fitted tail (the values ``≥ xmin``) is more than ``K/1.5``
+    (:data:`TAIL_GROW`), ``K`` becomes twice the tail (:data:`TAIL_MARGIN`) and the same space keeps growing:
+    a fit whose ``xmin`` sits at the edge of the refined ranks reads the coarse values past it (on the exact
+    n = 20 000 spectrum of the benchmark CNN, tail 314, a stop at ``K = 256`` with a tail of 252 put α 0.29 off).
+    The run stops when α changes by at most :data:`TAIL_ALPHA_TOL` and the tail's Ritz values by at most
+    :data:`TAIL_VALUE_TOL` (relative) in one product (Ritz values of nested spaces rise monotonically to the
+    eigenvalues: the change bounds what a product still adds, the convergence being geometric) and the fitted
+    tail lies within the ``K``. The quadrature's own tail does not size ``K``: with the 12 Lanczos steps the route
+    gives it, its quantiles resolve no tail (there: 6 527 ranks against 314).
     """
     # a space of the whole operator gives every eigenvalue exactly; else at most a fifth of the columns are wanted
     cap = dim - 1 if columns >= dim else max(1, columns // 5)
