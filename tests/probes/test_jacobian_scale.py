@@ -99,9 +99,9 @@ def test_auto_takes_the_exact_route_that_fits_and_the_cheaper_one() -> None:
     assert wide["method"] == "exact/primal"  # r = 576 > n = 100
     # r = 2304, n = 3000: a budget below the dual's 8r² = 42 MB and the primal's 8n² = 72 MB, and below the
     # cache of n·r·8 = 55 MB: streamed from a file
-    tight = jacobian_spectrum(mlp(256, 10), torch.randn(3000, 256, dtype=torch.float64), max_memory="30MB").summary()
+    tight = jacobian_spectrum(mlp(256, 10), torch.randn(3000, 256, dtype=torch.float64), max_memory="34MB").summary()
     assert tight["method"] == "exact/streamed(disk)"
-    assert tight["predicted_peak_bytes"] <= 30_000_000
+    assert tight["predicted_peak_bytes"] <= 34_000_000
 
 
 def test_primal_passes_follow_the_budget_and_do_not_change_the_result() -> None:
@@ -184,6 +184,39 @@ def test_disk_cache_is_removed_after_an_error(tmp_path: Path, monkeypatch: pytes
     assert list(tmp_path.iterdir()) == []  # … which is gone
 
 
+def test_disk_cache_reads_back_what_was_written_in_unaligned_blocks(tmp_path: Path) -> None:
+    from funnelscope.probes.jacobian_cache import FeatureCache
+
+    rows = torch.randn(1003, 37, dtype=torch.float32)  # 148 B rows: block offsets are not page-aligned
+    with FeatureCache(1003, 37, torch.float32, place="disk", device=torch.device("cpu"), block_rows=100,
+                      directory=str(tmp_path)) as cache:
+        for start in range(0, 1003, 64):  # batches written by the background thread, blocks read by maps
+            batch = rows[start : start + 64].clone()
+            cache.write(batch)
+            batch.fill_(float("nan"))  # the caller reusing its tensor does not change what is written
+        read = [(start, block.clone()) for start, block in cache.blocks()]
+    assert [start for start, _ in read] == list(range(0, 1003, 100))
+    torch.testing.assert_close(torch.cat([block for _, block in read]), rows, rtol=0, atol=0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_cache_write_error_is_raised_and_the_file_removed(tmp_path: Path) -> None:
+    from funnelscope.probes.jacobian_cache import FeatureCache
+
+    cache = FeatureCache(10, 4, torch.float32, place="disk", device=torch.device("cpu"), block_rows=5,
+                         directory=str(tmp_path))
+
+    def full(_: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    cache._file.write = full  # type: ignore[union-attr]
+    cache.write(torch.ones(5, 4))  # in flight: the error arrives with the next call
+    with pytest.raises(OSError, match="No space"):
+        cache.write(torch.ones(5, 4))
+    cache.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------------------------------
 # The budget, measured: peak RSS of a fresh process against the prediction
 
@@ -210,7 +243,7 @@ print(json.dumps({"method": summary["method"], "predicted": summary["predicted_p
 
 @pytest.mark.parametrize(("n", "budget", "d", "solver", "method"), [
     (2000, "120MB", 256, "auto", "exact/primal"),
-    (6000, "30MB", 256, "auto", "exact/streamed(disk)"),
+    (6000, "34MB", 256, "auto", "exact/streamed(disk)"),
     (6000, "30MB", 64, "streamed", "exact/streamed(device)"),  # with the tail refinement (checked below)
 ])
 def test_measured_peak_stays_within_the_prediction(tmp_path: Path, n: int, budget: str, d: int, solver: str,

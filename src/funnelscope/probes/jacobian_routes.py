@@ -170,7 +170,7 @@ def _streamed(shape: Shape, budget: int, host_budget: int) -> RoutePlan:
         return in_memory
     if shape.accelerator and cache_bytes + block_rows * r * s <= host_budget:
         return plan("host", block_rows * r * s, budget)
-    return plan("disk", block_rows * r * s, budget)
+    return plan("disk", block_rows * r * s + shape.batch * r * s, budget)  # + the batch being written
 
 
 def tail_bytes(dim: int, columns: int) -> int:

@@ -130,9 +130,9 @@ def block_krylov_eigenpairs(
     image = torch.empty(dim, capacity, dtype=torch.float64, device=target)
     small = torch.zeros(capacity, capacity, dtype=torch.float64, device=target)
     q = torch.randn(dim, block, generator=generator, dtype=torch.float64).to(target)
-    width, result = 0, None
+    width, result, projection = 0, None, None
     for step in range(max(1, max_steps)):
-        q = _orthonormal_against(q, basis[:, :width])[:, : capacity - width]
+        q = _orthonormal_against(q, basis[:, :width], projection)[:, : capacity - width]
         if q.shape[1] == 0:
             break
         added = q.shape[1]
@@ -149,25 +149,29 @@ def block_krylov_eigenpairs(
         if stop is not None:
             if stop(_ritz_values(small[:width, :width])) or exhausted:
                 break
-            q = fresh
+            q, projection = fresh, column
             continue
         result = _rayleigh_ritz(basis[:, :width], image[:, :width], small[:width, :width], top_k, tol, step + 1)
         if (tol > 0 and result.converged.all()) or exhausted:
             break
-        q = fresh
+        q, projection = fresh, column  # the next block is AQ_j, whose coefficients QᵀAQ_j are T's new columns
     if stop is not None or result is None:
         result = _rayleigh_ritz(basis[:, :width], image[:, :width], small[:width, :width], top_k, tol, step + 1)
     return result
 
 
-def _orthonormal_against(block: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+def _orthonormal_against(block: torch.Tensor, basis: torch.Tensor,
+                         projection: torch.Tensor | None = None) -> torch.Tensor:
     """``block`` orthogonalised against the orthonormal columns of ``basis`` (twice: "twice is enough") and
-    orthonormalised; columns that vanish (the space is exhausted) are dropped."""
+    orthonormalised; columns that vanish (the space is exhausted) are dropped.
+
+    ``projection``: ``basisᵀ block`` when the caller has it already (the first pass then skips that product)."""
     scale = torch.linalg.vector_norm(block, dim=0).clamp_min(torch.finfo(torch.float64).tiny)
     block = block / scale
-    for _ in range(2):
+    for sweep in range(2):
         if basis.shape[1]:
-            block = block - basis @ (basis.T @ block)
+            coefficients = projection / scale if sweep == 0 and projection is not None else basis.T @ block
+            block = block - basis @ coefficients
     q, r = torch.linalg.qr(block)
     keep = r.diagonal().abs() > 1e-10
     return q[:, keep]
