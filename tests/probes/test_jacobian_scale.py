@@ -7,7 +7,6 @@ resident set (``resource.getrusage``) in a fresh subprocess for the budget.
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import sys
@@ -279,7 +278,6 @@ def test_tail_refinement_grows_in_one_run_when_its_start_is_short() -> None:
     # quadrature's quantiles); the refinement starts at 16 ranks and must grow, in the same Krylov space,
     # past 1.5 × the tail, without spending its column budget
     from funnelscope.probes.jacobian_streamed import TAIL_GROW, _tail_fit, refine_tail
-    from funnelscope.progress import progress_bar
 
     rng = np.random.default_rng(0)
     n = 1000
@@ -291,9 +289,16 @@ def test_tail_refinement_grows_in_one_run_when_its_start_is_short() -> None:
     assert abs(_tail_fit(smoothed, 1e-12)[0] - exact_alpha) > 0.3  # what the refinement is for
 
     diagonal = torch.tensor(exact)
-    tail = refine_tail(lambda v: diagonal[:, None] * v, n, smoothed, fixed=exact[:1], start=16, columns=n,
-                       tolerance=1e-12, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
-                       bar=functools.partial(progress_bar, False))
+    deflated = []
+
+    def bulk(top: object) -> tuple[np.ndarray, np.ndarray, float]:
+        deflated.append(top)
+        return smoothed, exact[:1], 1e-12
+
+    tail = refine_tail(lambda v: diagonal[:, None] * v, n, bulk, deflate=1, start=16, columns=n,
+                       generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+    # the quadrature's input is asked for once, with the space's converged top pair
+    assert len(deflated) == 1 and deflated[0].values[0] == pytest.approx(exact[0], rel=1e-4)
     assert tail.covered and not tail.capped and tail.wanted >= TAIL_GROW * exact_tail
     assert tail.tail == exact_tail and tail.columns < n // 2
     assert tail.alpha == pytest.approx(exact_alpha, abs=1e-3)

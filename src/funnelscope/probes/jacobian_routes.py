@@ -129,16 +129,19 @@ def _streamed(shape: Shape, budget: int, host_budget: int) -> RoutePlan:
     def work(top_k: int, block: int, krylov_steps: int, slq_probes: int, slq_steps: int) -> int:
         vectors = dim * block * (8 + s) + block_rows * block * (s + 8) + r * block * (8 + s)
         krylov = 16 * dim * block * krylov_steps + 24 * (block * krylov_steps) ** 2 + vectors
-        quadrature = 8 * slq_probes * slq_steps * dim + 4 * dim * slq_probes * 8
-        return max(rows_pass, krylov, quadrature) + kept(top_k)
+        return max(rows_pass, krylov, quadrature_bytes(slq_probes, slq_steps)) + kept(top_k)
+
+    def quadrature_bytes(slq_probes: int, slq_steps: int) -> int:
+        return 8 * slq_probes * slq_steps * dim + 4 * dim * slq_probes * 8
 
     def kept(top_k: int) -> int:
         # per-example vectors, the small arrays and the top eigenvectors (deflated, kept to the end)
         return 8 * n * 4 + _overhead(n) + dim * top_k * 8
 
     def plan(place: str, resident: int, limit: int) -> RoutePlan:
-        # the tail refinement runs after the quadrature (its vectors freed): as many columns as the rest allows
-        base = kept(TOP_K_WITH_TAIL)
+        # the quadrature runs inside the tail refinement (deflated by the top pairs of its space): as many
+        # columns as the rest allows
+        base = kept(TOP_K_WITH_TAIL) + quadrature_bytes(SLQ_PROBES_WITH_TAIL, SLQ_STEPS_WITH_TAIL)
         columns = min(dim, TAIL_MAX_COLUMNS)
         while columns > 0 and resident + base + tail_bytes(dim, columns) > limit:
             columns -= max(1, columns // 8)

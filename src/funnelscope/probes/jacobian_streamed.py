@@ -69,11 +69,11 @@ import torch
 from funnelscope.probes.jacobian_cache import FeatureCache
 from funnelscope.probes.jacobian_gram import GramSolution, JacobianRows, check_finite, class_index
 from funnelscope.probes.jacobian_routes import RoutePlan
-from funnelscope.spectra.block_krylov import block_krylov_eigenpairs
+from funnelscope.spectra.block_krylov import BlockKrylovEigen, block_krylov_eigenpairs
 from funnelscope.spectra.lanczos import CONVERGED_TOL, SpectralDensity, stochastic_lanczos_quadrature
 from funnelscope.spectra.powerlaw import fit_powerlaw
 
-__all__ = ["ACCEPT_TOL", "TailRefinement", "bulk_eigenvalues", "refine_tail", "solve_streamed"]
+__all__ = ["ACCEPT_TOL", "TailRefinement", "bulk_eigenvalues", "refine_tail", "solve_streamed", "tail_steps"]
 
 ACCEPT_TOL = 1e-3  # a top Ritz value is reported (and deflated) when its error bound is at most this, relative
 TAIL_START_RANKS = 256  # tail refinement: Ritz values for this many ranks at first …
@@ -117,29 +117,47 @@ def solve_streamed(engine: JacobianRows, directions: torch.Tensor, width: int, p
             del batch
         check_finite(diagonal)
         generator = torch.Generator().manual_seed(seed)
-        with bar(plan.krylov_steps + plan.slq_steps, "Jacobian products (passes over the rows)") as advance:
-            matmat = _operator(cache, advance)
-            dim = min(n, r)
-            top = block_krylov_eigenpairs(matmat, dim, top_k=plan.top_k, block=plan.block, max_steps=plan.krylov_steps,
-                                          tol=CONVERGED_TOL, generator=generator, device=device)
+        dim = min(n, r)
+        eps = float(torch.finfo(dtype).eps)
+        relative_zero = max(max(n, r) * max(float(np.finfo(np.float64).eps), eps**2), eps * math.sqrt(dim))
+        found: dict[str, Any] = {}
+
+        def quadrature(top: BlockKrylovEigen) -> tuple[np.ndarray, np.ndarray, float]:
+            """The quadrature deflated by the accepted ``top`` pairs; the list of values, the accepted top
+            values and the zero tolerance (recorded in ``found``)."""
             accepted = np.append(top.errors <= ACCEPT_TOL * np.abs(top.values), False)
-            keep = int(np.argmin(accepted)) if top.values.size else 0
-            keep = min(keep, dim - 1)
+            keep = min(int(np.argmin(accepted)) if top.values.size else 0, dim - 1)
             density = stochastic_lanczos_quadrature(matmat, dim, steps=plan.slq_steps, probes=plan.slq_probes,
                                                     seed=int(torch.randint(0, 2**62, (1,), generator=generator)),
                                                     device=device, deflate=top.vectors[:, :keep])
-            advance(max(0, plan.krylov_steps - top.steps) + 1)
-        top_values = np.clip(top.values[:keep], 0.0, None)
-        values = bulk_eigenvalues(top_values, density)
-        eps = float(torch.finfo(dtype).eps)
-        lambda_max = float(values[0])
-        tolerance = lambda_max * max(max(n, r) * max(float(np.finfo(np.float64).eps), eps**2), eps * math.sqrt(dim))
-        first_alpha, first_tail = _tail_fit(values, tolerance)
+            top_values = np.clip(top.values[:keep], 0.0, None)
+            values = bulk_eigenvalues(top_values, density)
+            tolerance = float(values[0]) * relative_zero
+            found.update(top=top, keep=keep, density=density, top_values=top_values, values=values,
+                         tolerance=tolerance, krylov_steps=top.steps, krylov_products=top.products)
+            return values, top_values, tolerance
+
         tail = None
-        if plan.tail_columns and dim > keep + 1:
-            tail = refine_tail(_operator(cache, lambda: None), dim, values, fixed=top_values,
-                               start=TAIL_START_RANKS, columns=plan.tail_columns, tolerance=tolerance,
-                               generator=generator, device=device, bar=bar)
+        if plan.tail_columns and dim > plan.top_k + 1:
+            # the refinement's own space gives the outliers to deflate (no separate run)
+            steps = tail_steps(dim, plan.tail_columns, plan.top_k, TAIL_START_RANKS)
+            with bar(steps + plan.slq_steps, "Jacobian products (passes over the rows)") as advance:
+                matmat = _operator(cache, advance)
+                tail = refine_tail(matmat, dim, quadrature, deflate=plan.top_k, start=TAIL_START_RANKS,
+                                   columns=plan.tail_columns, generator=generator, device=device)
+                advance(max(0, steps - tail.steps))
+            found.update(top=tail.top, krylov_products=0)
+        else:
+            with bar(plan.krylov_steps + plan.slq_steps, "Jacobian products (passes over the rows)") as advance:
+                matmat = _operator(cache, advance)
+                top = block_krylov_eigenpairs(matmat, dim, top_k=plan.top_k, block=plan.block,
+                                              max_steps=plan.krylov_steps, tol=CONVERGED_TOL, generator=generator,
+                                              device=device)
+                quadrature(top)
+                advance(max(0, plan.krylov_steps - top.steps) + 1)
+    top, keep, density, top_values = found["top"], found["keep"], found["density"], found["top_values"]
+    values, tolerance = found["values"], found["tolerance"]
+    first_alpha, first_tail = _tail_fit(values, tolerance)
     refined = None if tail is None else tail.values
     values = np.concatenate([_with_top(values, top_values, refined), np.zeros(n - dim)])
     trace = float(diagonal.sum())
@@ -156,8 +174,9 @@ def solve_streamed(engine: JacobianRows, directions: torch.Tensor, width: int, p
                                    ) if keep else math.nan
     class_gram = None if sums is None else (sums @ sums.T).cpu().numpy()
     details = {"top_converged": int(np.count_nonzero(top.converged)), "top_accepted": keep,
-               "krylov_steps": top.steps,
-               "products": top.products + plan.slq_steps * plan.slq_probes + (0 if tail is None else tail.columns),
+               "krylov_steps": found["krylov_steps"],
+               "products": (found["krylov_products"] + plan.slq_steps * plan.slq_probes
+                            + (0 if tail is None else tail.columns)),
                "cache": plan.cache, "zero_tolerance": tolerance,
                "alpha_half_steps": alpha_half, "alpha_quadrature": first_alpha, "tail_quadrature": first_tail,
                **({} if tail is None else tail.details())}
@@ -178,6 +197,7 @@ class TailRefinement:
     capped: bool  # ``wanted`` is the most the budget's columns allow
     columns: int
     steps: int
+    top: BlockKrylovEigen  # the space's top pairs at the end (the deflated ones, converged further)
 
     @property
     def covered(self) -> bool:
@@ -189,9 +209,10 @@ class TailRefinement:
                 "tail_size": self.tail, "tail_covered": self.covered, "tail_alpha_change": self.alpha_change}
 
 
-def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int, values: np.ndarray, *,
-                fixed: np.ndarray, start: int, columns: int, tolerance: float, generator: torch.Generator,
-                device: torch.device, bar: Bar) -> TailRefinement:
+def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int,
+                bulk: Callable[[BlockKrylovEigen], tuple[np.ndarray, np.ndarray, float]], *, deflate: int,
+                start: int, columns: int, generator: torch.Generator, device: torch.device,
+                on_step: Callable[[], None] | None = None) -> TailRefinement:
     """The power-law tail's eigenvalues by block Krylov, so that α reads Ritz values, not quantiles.
 
     α is hypersensitive to the tail's values: from ``α = 1 + t/Σ ln(λ_i/xmin)`` a relative error ``ε`` of the
@@ -201,30 +222,41 @@ def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int, values
     ``K = start`` (:data:`TAIL_START_RANKS`) at first, from a block of ``⌈K/8⌉`` columns
     (:data:`TAIL_BLOCK_DIVISOR`: a narrow block and more powers converge clustered eigenvalues in fewer
     columns), in at most ``columns`` columns (the memory budget's; ``K`` at most a fifth of them, unless they
-    span the operator). After every block product ``values`` with its top ``K`` ranks replaced by the Ritz
-    values is fitted again. When the fitted tail (the values ``≥ xmin``) is more than ``K/1.5``
-    (:data:`TAIL_GROW`), ``K`` becomes twice the tail (:data:`TAIL_MARGIN`) and the same space keeps growing:
-    a fit whose ``xmin`` sits at the edge of the refined ranks reads the coarse values past it (on the exact
-    n = 20 000 spectrum of the benchmark CNN, tail 314, a stop at ``K = 256`` with a tail of 252 put α 0.29 off).
-    The run stops when α changes by at most :data:`TAIL_ALPHA_TOL` and the tail's Ritz values by at most
-    :data:`TAIL_VALUE_TOL` (relative) in one product (Ritz values of nested spaces rise monotonically to the
-    eigenvalues: the change bounds what a product still adds, the convergence being geometric) and the fitted
-    tail lies within the ``K``. The quadrature's own tail does not size ``K``: with the 12 Lanczos steps the route
-    gives it, its quantiles resolve no tail (there: 6 527 ranks against 314).
+    span the operator).
+
+    The same space gives the top ``deflate`` pairs first: once their error bounds meet ``10⁻⁴`` relative
+    (``CONVERGED_TOL``), or when the first fit is due, ``bulk(pairs)`` is called once with them and returns
+    ``(values, fixed, tolerance)``: the spectrum's list (descending; the caller's quadrature deflated by the
+    accepted pairs), the accepted top values and the fit's zero tolerance (no separate block Krylov run for the
+    outliers: with its narrow block it took 41 s of the route's 492 at n = 50 000). After every block product from
+    then on ``values`` with its top ``K`` ranks replaced by the Ritz values is fitted again. When the fitted tail
+    (the values ``≥ xmin``) is more than ``K/1.5`` (:data:`TAIL_GROW`), ``K`` becomes twice the tail
+    (:data:`TAIL_MARGIN`) and the same space keeps growing: a fit whose ``xmin`` sits at the edge of the refined
+    ranks reads the coarse values past it (on the exact n = 20 000 spectrum of the benchmark CNN, tail 314, a stop
+    at ``K = 256`` with a tail of 252 put α 0.29 off). The run stops when α changes by at most
+    :data:`TAIL_ALPHA_TOL` and the tail's Ritz values by at most :data:`TAIL_VALUE_TOL` (relative) in one product
+    (Ritz values of nested spaces rise monotonically to the eigenvalues: the change bounds what a product still
+    adds, the convergence being geometric) and the fitted tail lies within the ``K``. The quadrature's own tail does
+    not size ``K``: with the 12 Lanczos steps the route gives it, its quantiles resolve no tail (there: 6 527 ranks
+    against 314).
     """
-    # a space of the whole operator gives every eigenvalue exactly; else at most a fifth of the columns are wanted
-    cap = dim - 1 if columns >= dim else max(1, columns // 5)
-    wanted = min(cap, max(fixed.size + 1, start))
-    block = max(1, math.ceil(wanted / TAIL_BLOCK_DIVISOR))
-    max_steps = max(1, columns // block)
+    cap, wanted, block, max_steps = _tail_shape(dim, columns, deflate, start)
     fits: list[_TailFit] = []  # the last two fits at the current ``wanted``
     latest = np.zeros(0)
+    spectrum: list[Any] = []  # ``(values, fixed, tolerance)`` from ``bulk``, once it has run
 
-    def stop(ritz: np.ndarray) -> bool:
+    def stop(ritz: np.ndarray, pairs: Callable[[int], BlockKrylovEigen]) -> bool:
         nonlocal wanted, latest
         latest = ritz
-        if ritz.size < wanted + block:
+        due = ritz.size >= wanted + block
+        if not spectrum:
+            top = pairs(deflate)
+            if not (due or top.converged.all()):
+                return False
+            spectrum[:] = bulk(top)
+        if not due:
             return False
+        values, fixed, tolerance = spectrum
         fit = _TailFit.of(values, fixed, ritz[:wanted], tolerance, ritz.size)
         if fit.size * TAIL_GROW > wanted and wanted < cap:
             # the fit's tail reaches past the refined ranks (the quadrature's estimate was short): more ranks
@@ -240,11 +272,12 @@ def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int, values
         return (abs(fit.alpha - previous.alpha) <= TAIL_ALPHA_TOL and float(change.max()) <= TAIL_VALUE_TOL
                 and 0 < fit.size < wanted)
 
-    with bar(max_steps, "Jacobian tail (block Krylov products)") as advance:
-        # top_k=1: the values are the stop rule's (the last space's Ritz values), no Ritz vectors needed
-        found = block_krylov_eigenpairs(matmat, dim, top_k=1, block=block, max_steps=max_steps, tol=0.0,
-                                        generator=generator, device=device, on_step=advance, stop=stop)
-        advance(max(0, max_steps - found.steps))
+    found = block_krylov_eigenpairs(matmat, dim, top_k=max(1, deflate), block=block, max_steps=max_steps,
+                                    tol=CONVERGED_TOL, generator=generator, device=device, on_step=on_step,
+                                    stop=stop)
+    if not spectrum:  # the space was exhausted before the top pairs converged
+        spectrum[:] = bulk(found)
+    values, fixed, tolerance = spectrum
     wanted = min(wanted, latest.size)
     if not fits or fits[-1].space != latest.size or fits[-1].top.size != wanted:
         # the run ended on the budget's last product before a fit at this ``wanted``
@@ -252,7 +285,22 @@ def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int, values
     last = fits[-1]
     change = abs(last.alpha - fits[-2].alpha) if len(fits) >= 2 else math.nan
     return TailRefinement(values=last.top, alpha=last.alpha, alpha_change=float(change), tail=last.size,
-                          wanted=wanted, capped=wanted >= cap, columns=found.products, steps=found.steps)
+                          wanted=wanted, capped=wanted >= cap, columns=found.products, steps=found.steps,
+                          top=found)
+
+
+def tail_steps(dim: int, columns: int, deflate: int, start: int) -> int:
+    """The most block products :func:`refine_tail` takes with these settings (a progress bar's total)."""
+    return _tail_shape(dim, columns, deflate, start)[3]
+
+
+def _tail_shape(dim: int, columns: int, deflate: int, start: int) -> tuple[int, int, int, int]:
+    """:func:`refine_tail`'s most ranks, ranks wanted at first, block and most block products."""
+    # a space of the whole operator gives every eigenvalue exactly; else at most a fifth of the columns are wanted
+    cap = dim - 1 if columns >= dim else max(1, columns // 5)
+    wanted = min(cap, max(deflate + 1, start))
+    block = max(1, math.ceil(wanted / TAIL_BLOCK_DIVISOR))
+    return cap, wanted, block, max(1, columns // block)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def block_krylov_eigenpairs(
     generator: torch.Generator,
     device: torch.device | str | None = None,
     on_step: Callable[[], None] | None = None,
-    stop: Callable[[np.ndarray], bool] | None = None,
+    stop: Callable[[np.ndarray, Callable[[int], BlockKrylovEigen]], bool] | None = None,
 ) -> BlockKrylovEigen:
     """The ``top_k`` largest eigenpairs of a symmetric operator by randomised block Krylov iteration.
 
@@ -105,9 +105,11 @@ def block_krylov_eigenpairs(
     on_step : callable, optional
         Called after every block product (a progress bar).
     stop : callable, optional
-        A caller's stopping rule in place of ``tol``: ``stop(values)`` after every block product with the
+        A caller's stopping rule in place of ``tol``: ``stop(values, pairs)`` after every block product with the
         descending Ritz values of the space so far (all of them; an eigenvalue solve of the small matrix, no
-        residuals); ``True`` ends the iteration. The pairs and their residuals are computed once, at the end.
+        residuals) and ``pairs(k)``, which computes the top ``k`` Ritz pairs of the space so far with their
+        residuals when the rule needs them (a :class:`BlockKrylovEigen`); ``True`` ends the iteration. The
+        ``top_k`` pairs returned are computed at the end.
 
     Returns
     -------
@@ -147,7 +149,10 @@ def block_krylov_eigenpairs(
             on_step()
         exhausted = width >= dim or width >= capacity
         if stop is not None:
-            if stop(_ritz_values(small[:width, :width])) or exhausted:
+            def pairs(k: int, width: int = width, steps: int = step + 1) -> BlockKrylovEigen:
+                return _rayleigh_ritz(basis[:, :width], image[:, :width], small[:width, :width], k, tol, steps)
+
+            if stop(_ritz_values(small[:width, :width]), pairs) or exhausted:
                 break
             q, projection = fresh, column
             continue
