@@ -21,10 +21,11 @@ streamed   ``n·r·s`` when the cache is in memory (else a file) +          ``4�
            ``W ≤`` :data:`TAIL_MAX_COLUMNS` as fit)
 =========  ============================================================  =========================================
 
-The streamed route's settings: with the tail refinement (when the budget leaves room for its basis) the first
-block Krylov run wants :data:`TOP_K_WITH_TAIL` pairs from a block of :data:`BLOCK_WITH_TAIL` and the quadrature
-takes :data:`SLQ_PROBES_WITH_TAIL` × :data:`SLQ_STEPS_WITH_TAIL`; without it :data:`TOP_K` from :data:`BLOCK`
-and :data:`SLQ_PROBES` × :data:`SLQ_STEPS`, fewer steps where the budget is tight.
+The streamed route's settings: with the tail refinement (when the budget leaves room for its basis and the
+quadrature beside it) the refinement's space gives the :data:`TOP_K_WITH_TAIL` pairs to deflate and the
+quadrature takes :data:`SLQ_PROBES_WITH_TAIL` × :data:`SLQ_STEPS_WITH_TAIL`; without it a block Krylov run wants
+:data:`TOP_K` from :data:`BLOCK` and the quadrature takes :data:`SLQ_PROBES` × :data:`SLQ_STEPS`, fewer steps
+where the budget is tight.
 
 ``solver="auto"`` takes the exact route (primal or dual) of least predicted cost among those that fit the
 budget, and the streamed route only when neither fits (an exact answer is worth its price when it can be had).
@@ -49,8 +50,7 @@ KRYLOV_STEPS = 24  # … in at most this many block products
 SLQ_PROBES = 16  # streamed: quadrature probes …
 SLQ_STEPS = 128  # … and Lanczos steps per probe (one block product of P columns per step)
 TAIL_MAX_COLUMNS = 4096  # streamed tail refinement: the most block Krylov columns (memory permitting); when it runs
-TOP_K_WITH_TAIL = 8  # … the first block Krylov run wants fewer pairs (the refinement computes the tail) …
-BLOCK_WITH_TAIL = 12  # … from a narrower block …
+TOP_K_WITH_TAIL = 8  # … its space gives this many top pairs to deflate (no separate block Krylov run) …
 SLQ_PROBES_WITH_TAIL = 64  # … and the quadrature takes more probes …
 SLQ_STEPS_WITH_TAIL = 12  # … of fewer steps (it only sizes the tail and gives the smooth traces)
 
@@ -145,11 +145,10 @@ def _streamed(shape: Shape, budget: int, host_budget: int) -> RoutePlan:
         columns = min(dim, TAIL_MAX_COLUMNS)
         while columns > 0 and resident + base + tail_bytes(dim, columns) > limit:
             columns -= max(1, columns // 8)
-        with_tail = (TOP_K_WITH_TAIL, BLOCK_WITH_TAIL, KRYLOV_STEPS, SLQ_PROBES_WITH_TAIL, SLQ_STEPS_WITH_TAIL)
+        with_tail = (TOP_K_WITH_TAIL, 0, 0, SLQ_PROBES_WITH_TAIL, SLQ_STEPS_WITH_TAIL)  # no first Krylov run
         if columns and resident + work(*with_tail) <= limit:
-            # α then reads the refinement's Ritz values: the first run only finds the outliers to deflate, the
-            # quadrature only sizes the tail and gives the smooth traces (effective rank, ‖M‖_F), whose error is
-            # the probes' variance: more probes, fewer steps
+            # α then reads the refinement's Ritz values: the quadrature only gives the bulk and the smooth traces
+            # (effective rank, ‖M‖_F), whose error is the probes' variance: more probes, fewer steps
             settings = with_tail
             peak = max(resident + work(*settings), resident + base + tail_bytes(dim, columns))
         else:

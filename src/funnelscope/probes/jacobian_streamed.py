@@ -14,20 +14,21 @@ For data sets whose ``n × n`` Gram (or ``r × r`` dual) does not fit the memory
 3. **Top eigenvalues** by randomised block Krylov (Musco & Musco, NeurIPS 2015;
    :func:`~funnelscope.spectra.block_krylov.block_krylov_eigenpairs`):
    :data:`~funnelscope.probes.jacobian_routes.TOP_K` pairs from a block of
-   :data:`~funnelscope.probes.jacobian_routes.BLOCK` (fewer with the tail refinement, step 5), stopped when
-   their residual-based error bounds ``min(r, r²/gap)`` meet ``10⁻⁴`` relative, or after
-   :data:`~funnelscope.probes.jacobian_routes.KRYLOV_STEPS` block products.
+   :data:`~funnelscope.probes.jacobian_routes.BLOCK`, stopped when their residual-based error bounds
+   ``min(r, r²/gap)`` meet ``10⁻⁴`` relative, or after :data:`~funnelscope.probes.jacobian_routes.KRYLOV_STEPS`
+   block products. With the tail refinement (step 5) there is no separate run: its space gives the
+   :data:`~funnelscope.probes.jacobian_routes.TOP_K_WITH_TAIL` top pairs (the outliers to deflate: the
+   benchmark CNN's spectrum has one, λ₂/λ₁ = 0.009) once they meet the same bound.
 4. **The bulk** by stochastic Lanczos quadrature (Ubaru, Chen & Saad, SIAM J. Matrix Anal. Appl. 38(4), 2017;
    :func:`~funnelscope.spectra.lanczos.stochastic_lanczos_quadrature`, the library's one implementation) on the
    operator *deflated* by the accepted top eigenvectors ``U`` (those whose error bound is at most
    :data:`ACCEPT_TOL` relative): ``P A P`` on ``range(U)⊥``, ``D − K`` dimensional, whose eigenvalues are
    exactly the ones not yet found.
-5. **The power law's tail** (:func:`refine_tail`): the largest eigenvalues by a second block Krylov run, as many
-   as the fitted tail needs (growing in the same space when the tail reaches past them), stopped when α and the
+5. **The power law's tail** (:func:`refine_tail`): the largest eigenvalues by block Krylov, as many as the
+   fitted tail needs (growing in the same space when the tail reaches past them), stopped when α and the
    tail's Ritz values settle; they replace those ranks. It runs when the budget leaves room for its basis
-   (:func:`~funnelscope.probes.jacobian_routes.tail_bytes`); the first run then wants only
-   :data:`~funnelscope.probes.jacobian_routes.TOP_K_WITH_TAIL` pairs (the outliers to deflate: the benchmark
-   CNN's spectrum has one, λ₂/λ₁ = 0.009) and the quadrature takes
+   and the quadrature beside it (:func:`~funnelscope.probes.jacobian_routes.tail_bytes`), and then steps 3
+   and 4 happen inside it: the quadrature runs once the space's top pairs have converged, and takes
    :data:`~funnelscope.probes.jacobian_routes.SLQ_PROBES_WITH_TAIL` probes of
    :data:`~funnelscope.probes.jacobian_routes.SLQ_STEPS_WITH_TAIL` steps: the traces' error is the probes'
    variance (on the exact n = 20 000 spectrum the effective rank's RMS error over 8 seeds was 2.75 % with
