@@ -65,7 +65,6 @@ class FeatureCache:
         self._file = None
         self._writer: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
-        self._failing = False
         self._written = 0
         if place == "disk":
             self._tmp = tempfile.TemporaryDirectory(prefix="funnelscope-jacobian-", dir=directory)
@@ -134,7 +133,10 @@ class FeatureCache:
 
     def close(self) -> None:
         """Free the rows; a disk cache's file and directory are removed, then the error of a last write that
-        failed unseen is raised (not on the way out of another error)."""
+        failed unseen is raised."""
+        self._close(raise_write_error=True)
+
+    def _close(self, *, raise_write_error: bool) -> None:
         self._tensor = None
         pending, self._pending = self._pending, None
         if self._writer is not None:
@@ -147,7 +149,7 @@ class FeatureCache:
             self._tmp.cleanup()
             self._tmp = None
         error = None if pending is None else pending.exception()
-        if error is not None and not self._failing:
+        if error is not None and raise_write_error:
             raise error
 
     def __enter__(self) -> FeatureCache:
@@ -155,6 +157,5 @@ class FeatureCache:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        self._failing = kind is not None  # a write's error does not replace the one on its way out
-        self.close()
+        self._close(raise_write_error=kind is None)  # a write's error does not replace the one on its way out
 

@@ -135,7 +135,7 @@ def solve_streamed(engine: JacobianRows, directions: torch.Tensor, width: int, p
             values = bulk_eigenvalues(top_values, density)
             tolerance = float(values[0]) * relative_zero
             found.update(top=top, keep=keep, density=density, top_values=top_values, values=values,
-                         tolerance=tolerance, krylov_steps=top.steps, krylov_products=top.products)
+                         tolerance=tolerance, krylov_steps=top.steps)
             return values, top_values, tolerance
 
         tail = None
@@ -147,7 +147,7 @@ def solve_streamed(engine: JacobianRows, directions: torch.Tensor, width: int, p
                 tail = refine_tail(matmat, dim, quadrature, deflate=plan.top_k, start=TAIL_START_RANKS,
                                    columns=plan.tail_columns, generator=generator, device=device)
                 advance(max(0, steps - tail.steps))
-            found.update(top=tail.top, krylov_products=0)
+            found["top"] = tail.top  # the deflated pairs, converged further in the grown space
         else:
             with bar(plan.krylov_steps + plan.slq_steps, "Jacobian products (passes over the rows)") as advance:
                 matmat = _operator(cache, advance)
@@ -176,8 +176,7 @@ def solve_streamed(engine: JacobianRows, directions: torch.Tensor, width: int, p
     class_gram = None if sums is None else (sums @ sums.T).cpu().numpy()
     details = {"top_converged": int(np.count_nonzero(top.converged)), "top_accepted": keep,
                "krylov_steps": found["krylov_steps"],
-               "products": (found["krylov_products"] + plan.slq_steps * plan.slq_probes
-                            + (0 if tail is None else tail.columns)),
+               "products": top.products + plan.slq_steps * plan.slq_probes,  # the refinement's space's, if any
                "cache": plan.cache, "zero_tolerance": tolerance,
                "alpha_half_steps": alpha_half, "alpha_quadrature": first_alpha, "tail_quadrature": first_tail,
                **({} if tail is None else tail.details())}
@@ -212,8 +211,7 @@ class TailRefinement:
 
 def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int,
                 bulk: Callable[[BlockKrylovEigen], tuple[np.ndarray, np.ndarray, float]], *, deflate: int,
-                start: int, columns: int, generator: torch.Generator, device: torch.device,
-                on_step: Callable[[], None] | None = None) -> TailRefinement:
+                start: int, columns: int, generator: torch.Generator, device: torch.device) -> TailRefinement:
     """The power-law tail's eigenvalues by block Krylov, so that α reads Ritz values, not quantiles.
 
     α is hypersensitive to the tail's values: from ``α = 1 + t/Σ ln(λ_i/xmin)`` a relative error ``ε`` of the
@@ -274,8 +272,7 @@ def refine_tail(matmat: Callable[[torch.Tensor], torch.Tensor], dim: int,
                 and 0 < fit.size < wanted)
 
     found = block_krylov_eigenpairs(matmat, dim, top_k=max(1, deflate), block=block, max_steps=max_steps,
-                                    tol=CONVERGED_TOL, generator=generator, device=device, on_step=on_step,
-                                    stop=stop)
+                                    tol=CONVERGED_TOL, generator=generator, device=device, stop=stop)
     if not spectrum:  # the space was exhausted before the top pairs converged
         spectrum[:] = bulk(found)
     values, fixed, tolerance = spectrum
