@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -95,6 +99,29 @@ def test_add_lower_gram_equals_the_product(dtype: torch.dtype, layout: str) -> N
     expected = 2 * rows.double() @ rows.double().T
     torch.testing.assert_close(gram.tril(), expected.tril(), rtol=1e-12, atol=1e-12)
     assert float(gram.triu(1).abs().max()) == 0.0
+
+
+def test_add_lower_gram_of_a_large_gram_in_blocks() -> None:
+    # n = 20 000 across block boundaries, in a subprocess: one threaded OpenBLAS dsyrk of this size (scipy 1.17.1,
+    # OpenBLAS 0.3.30, SkylakeX kernels, two threads) killed the process with a segmentation fault; the blocks'
+    # entries against the product rows_i · rows_j computed directly
+    script = textwrap.dedent("""
+        import torch
+        from funnelscope.spectra.eigen import add_lower_gram
+        rows = torch.randn(20_000, 256, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        gram = torch.zeros(20_000, 20_000, dtype=torch.float64)
+        add_lower_gram(gram, rows)
+        picked = torch.tensor([0, 1023, 1024, 1025, 9_999, 19_999])
+        expected = rows[picked] @ rows.T
+        lower = torch.arange(20_000)[None, :] <= picked[:, None]
+        error = ((gram[picked] - expected) * lower).abs().max() / expected.abs().max()
+        above = (gram[picked] * ~lower).abs().max()
+        print(float(error), float(above))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    error, above = map(float, done.stdout.split())
+    assert error < 1e-13 and above == 0.0
 
 
 def test_large_grams_and_non_finite_matrices() -> None:

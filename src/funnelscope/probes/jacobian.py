@@ -351,10 +351,11 @@ def jacobian_spectrum(
     Rademacher probes ``v/√m``. With ``q`` directions and ``r = q·d'`` feature columns (``d' = project`` or ``d``):
 
     * primal: each pass over the data keeps the rows of as many directions as the budget allows, and
-      ``M += G Gᵀ`` is accumulated in float64 on and below the diagonal (``dsyrk``), mirrored in place and
-      solved in place. Peak: ``8n²`` bytes (``16n²`` with ``keep_gram``) + the rows of a pass + one batch's
-      activations. On the CPU the row buffer is float64 (rows are converted as they are copied in, and
-      ``dsyrk`` reads the buffer in place); on an accelerator it has the model's dtype.
+      ``M += G Gᵀ`` is accumulated in float64 on and below the diagonal (row blocks: ``dsyrk`` and matrix
+      products), mirrored in place and solved in place. Peak: ``8n²`` bytes (``16n²`` with ``keep_gram``) +
+      the rows of a pass + one batch's activations. On the CPU the row buffer is float64 (rows are converted
+      as they are copied in, and the products read the buffer in place); on an accelerator it has the model's
+      dtype.
     * dual: one pass; ``ΦᵀΦ`` accumulated batch by batch: ``8r²`` bytes, plus ``8·L·r`` for the class sums of
       ``L`` label classes and ``8·b·r`` for a batch; ``M_ii`` are the rows' squared norms.
     * streamed: one pass storing ``Φ`` (``n·r·s`` bytes: on the device, in host memory, else in a temporary

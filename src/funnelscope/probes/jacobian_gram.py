@@ -224,8 +224,8 @@ def solve_primal(engine: JacobianRows, directions: torch.Tensor, width: int, pla
     """``M`` (n × n) from passes over the data, each keeping the rows of ``plan.directions_per_pass``
     directions; with ``keep_gram`` a copy of ``M`` is kept, else the eigen-solve overwrites it."""
     n = engine.n
-    # On the CPU the buffer is float64, so the rows are converted as they are copied in and dsyrk reads the
-    # buffer in place (a separate conversion pass cost about a tenth of the route); an accelerator keeps the
+    # On the CPU the buffer is float64, so the rows are converted as they are copied in and add_lower_gram reads
+    # the buffer in place (a separate conversion pass cost about a tenth of the route); an accelerator keeps the
     # model's dtype and converts column chunks (its memory is scarcer, its conversions cheap).
     dtype = torch.float64 if engine.device.type == "cpu" else engine.dtype
     per_pass = max(1, plan.directions_per_pass)

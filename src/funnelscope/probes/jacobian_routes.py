@@ -100,7 +100,7 @@ class RoutePlan:
 
 def _primal(shape: Shape, budget: int) -> RoutePlan:
     n, q, w = shape.n, shape.q, shape.w
-    row_item = 8 if not shape.accelerator else shape.itemsize  # float64 rows on the CPU: dsyrk reads them in place
+    row_item = 8 if not shape.accelerator else shape.itemsize  # float64 rows on the CPU, read in place
     # an accelerator's eigvalsh works on a copy (another 8n²); the CPU's syevd overwrites M
     copies = 1 + shape.keep_gram + shape.accelerator
     fixed = 8 * n * n * copies + shape.activations + 8 * n * shape.classes + _overhead(n)

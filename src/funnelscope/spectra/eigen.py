@@ -7,7 +7,8 @@ in float64 over chunks of rows, so a huge matrix (an embedding table, say) is ne
 once, and then solved with a symmetric eigen-solver (values only).
 
 * On CUDA (and other accelerators): ``baddbmm`` and ``torch.linalg.eigvalsh``, batched (cuSOLVER).
-* On the CPU: the Gram by ``dsyrk`` (one triangle: half the flops of a matrix product) and ``syevd`` through
+* On the CPU: the Gram by ``dsyrk`` (one triangle: half the flops of a matrix product; in row blocks of 1 024
+  beside matrix products above that, :func:`add_lower_gram`) and ``syevd`` through
   numpy's LAPACK, one BLAS thread for small Grams (threads cost more than they give there) and every thread
   for large ones.
 
@@ -25,7 +26,8 @@ from threadpoolctl import ThreadpoolController
 __all__ = ["add_lower_gram", "gram_eigenvalues", "symmetric_eigenvalues"]
 
 _CHUNK_ELEMENTS = 1 << 24  # float64 elements converted at a time per batch (128 MiB)
-_GRAM_BLOCK = 256  # row block of the accelerator route of add_lower_gram
+_GRAM_BLOCK = 1024  # row block of add_lower_gram on the CPU (its diagonal blocks are dsyrk calls) …
+_GRAM_BLOCK_ACCELERATOR = 256  # … and on an accelerator (its diagonal blocks are full products)
 _THREADED_FROM = 1024  # Grams this large use every BLAS thread; smaller ones one thread
 _THREADED_WORK = 1 << 31  # a single small Gram with this many multiply-adds still uses every BLAS thread
 _controller: ThreadpoolController | None = None
@@ -135,35 +137,43 @@ def add_lower_gram(gram: torch.Tensor, rows: torch.Tensor) -> None:
         Updated in place; only its lower triangle is meaningful (read it with ``eigvalsh(…, UPLO="L")``, or
         mirror it).
     rows : Tensor of shape (n, w), any floating dtype and layout
-        Converted to float64 a column chunk at a time (``2²⁴`` elements); a C-contiguous float64 ``rows`` on
-        the CPU is read in place, in one ``dsyrk``.
+        Converted to float64 a column chunk at a time (``2²⁴`` elements); a float64 ``rows`` whose rows or
+        columns are contiguous is read in place.
 
     Notes
     -----
-    On the CPU each chunk goes to BLAS ``dsyrk``; the C-ordered ``gram`` is the transpose of a Fortran-ordered
-    array, so its lower triangle is that array's upper one. Elsewhere, row blocks of 256 ``addmm`` below the
-    diagonal.
+    Row blocks ``a:b`` of :data:`_GRAM_BLOCK` (256 on an accelerator): the rectangle left of the diagonal,
+    ``gram[a:b, :a] += rows[a:b] rows[:a]ᵀ``, is one matrix product (torch: MKL on the CPU, cuBLAS on a GPU),
+    and the diagonal block's lower triangle BLAS ``dsyrk`` on the CPU (the lower triangle of the block's product
+    elsewhere). Not one ``dsyrk`` over the whole Gram: the threaded ``dsyrk`` of the OpenBLAS builds that
+    numpy and scipy ship writes past its buffer for large ``n`` on AVX-512 (SkylakeX) processors, a
+    segmentation fault from ``n`` ≈ 16 000 on two threads here (scipy 1.17.1's OpenBLAS 0.3.30 and numpy
+    2.4.6's 0.3.31 alike; numpy issue 19685); blocks of 1 024 run at the speed of the single ``dsyrk``
+    (n = 12 000, w = 27 648: 32.2 s against 32.3 s), and a Gram below 1 024 is one ``dsyrk`` as before.
     """
     n, width = rows.shape
-    step = max(1, _CHUNK_ELEMENTS // max(1, n))
     cpu = gram.device.type == "cpu"
-    if cpu and rows.dtype == torch.float64 and rows.is_contiguous():
-        step = width  # nothing to convert: one dsyrk over the rows in place
-    if cpu:
-        target = gram.numpy().T  # Fortran-ordered view: its upper triangle is gram's lower one
+    size = _GRAM_BLOCK if cpu else _GRAM_BLOCK_ACCELERATOR
+    in_place = rows.dtype == torch.float64 and (rows.stride(-1) == 1 or rows.stride(0) == 1)
+    step = width if in_place else max(1, _CHUNK_ELEMENTS // max(1, n))
     for first in range(0, width, step):
-        chunk = rows[:, first : first + step].to(torch.float64)
-        if not cpu:
-            for top in range(0, n, _GRAM_BLOCK):
-                bottom = min(n, top + _GRAM_BLOCK)
-                gram[top:bottom, :bottom].addmm_(chunk[top:bottom], chunk[:bottom].T)
-            continue
-        a = chunk.numpy()
-        # C-ordered a: a.T is Fortran-ordered and aᵀᵀaᵀ = a aᵀ (trans=1); Fortran-ordered a: a aᵀ directly
-        operand, trans = (a.T, 1) if a.flags.c_contiguous else (np.asfortranarray(a), 0)
-        out = dsyrk(1.0, operand, beta=1.0, c=target, trans=trans, lower=0, overwrite_c=1)
-        if not np.shares_memory(out, target):
-            target[...] = out
+        chunk = rows[:, first : first + step]
+        if not in_place:
+            chunk = chunk.to(torch.float64).contiguous()
+        for top in range(0, n, size):
+            bottom = min(n, top + size)
+            block = chunk[top:bottom]
+            gram[top:bottom, :top].addmm_(block, chunk[:top].T)
+            gram[top:bottom, top:bottom] += _lower_square(block) if cpu else (block @ block.T).tril_()
+
+
+def _lower_square(block: torch.Tensor) -> torch.Tensor:
+    """``block blockᵀ`` on and below the diagonal (zeros above) by BLAS ``dsyrk``, for a float64 CPU block."""
+    a = block.numpy()
+    # C-ordered a: a.T is Fortran-ordered and aᵀᵀaᵀ = a aᵀ (trans=1); otherwise a Fortran copy, a aᵀ directly
+    operand, trans = (a.T, 1) if a.flags.c_contiguous else (np.asfortranarray(a), 0)
+    upper = dsyrk(1.0, operand, trans=trans, lower=0)  # Fortran-ordered, its upper triangle set, zeros below
+    return torch.from_numpy(upper.T)  # the transpose: the product's lower triangle
 
 
 def _gram_eigenvalues_blas(matrix: torch.Tensor) -> np.ndarray:
