@@ -149,7 +149,7 @@ def add_lower_gram(gram: torch.Tensor, rows: torch.Tensor) -> None:
     numpy and scipy ship writes past its buffer for large ``n`` on AVX-512 (SkylakeX) processors, a
     segmentation fault from ``n`` ≈ 16 000 on two threads here (scipy 1.17.1's OpenBLAS 0.3.30 and numpy
     2.4.6's 0.3.31 alike; numpy issue 19685); blocks of 1 024 run at the speed of the single ``dsyrk``
-    (n = 12 000, w = 27 648: 32.2 s against 32.3 s), and a Gram below 1 024 is one ``dsyrk`` as before.
+    (n = 12 000, w = 27 648: 30.5 s against 32.3 s), and a Gram below 1 024 is one ``dsyrk`` as before.
     """
     n, width = rows.shape
     cpu = gram.device.type == "cpu"
