@@ -155,7 +155,7 @@ def add_lower_gram(gram: torch.Tensor, rows: torch.Tensor) -> None:
     cpu = gram.device.type == "cpu"
     size = _GRAM_BLOCK if cpu else _GRAM_BLOCK_ACCELERATOR
     in_place = rows.dtype == torch.float64 and (rows.stride(-1) == 1 or rows.stride(0) == 1)
-    step = width if in_place else max(1, _CHUNK_ELEMENTS // max(1, n))
+    step = max(1, width) if in_place else max(1, _CHUNK_ELEMENTS // max(1, n))
     for first in range(0, width, step):
         chunk = rows[:, first : first + step]
         if not in_place:
